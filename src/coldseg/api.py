@@ -1,0 +1,234 @@
+"""The Python API: ``coldseg.select`` and ``coldseg.embed`` mirror the CLI commands."""
+from __future__ import annotations
+
+import math
+import platform
+import sys
+import time
+import urllib.parse
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from coldseg import __version__
+from coldseg.data.pool import Pool, load_pool
+from coldseg.features.external import load_features
+from coldseg.features.train import MocoConfig, pick_device, summarize_log
+from coldseg.io.outputs import OutputDir
+from coldseg.select.base import Selection
+from coldseg.select.registry import get_selector
+
+DEFAULT_STRATEGY = "ca"
+
+
+@dataclass
+class SelectResult:
+    """What ``select`` returns: the annotation list and everything written beside it."""
+
+    ids: list[str]                  # picked image ids, in annotation order
+    paths: list[Path]               # their files
+    selection: Selection
+    manifest: dict[str, Any]
+    features: np.ndarray = field(repr=False)
+    pool: Pool = field(repr=False)
+    files: list[str] = field(default_factory=list)
+
+
+def parse_budget(budget: int | str, n: int) -> int:
+    """'N' or 'P%' -> number of images; errors name the value and the pool size."""
+    text = str(budget).strip()
+    try:
+        if text.endswith("%"):
+            pct = float(text[:-1])
+            if not math.isfinite(pct) or pct <= 0:
+                raise ValueError
+            value = max(1, int(math.floor(pct * n / 100 + 0.5)))
+            if pct > 100:
+                value = int(math.ceil(pct * n / 100))
+        else:
+            f = float(text)
+            if not f.is_integer():
+                raise ValueError
+            value = int(f)
+    except ValueError:
+        raise ValueError(f"budget {text!r} is not a positive number of images (e.g. 50) or a percentage "
+                         "(e.g. 10%)") from None
+    if value <= 0:
+        raise ValueError(f"budget={text} must be at least 1 image")
+    if value > n:
+        raise ValueError(f"budget={text} ({value} images) exceeds the pool of {n} readable, distinct images; "
+                         "lower the budget")
+    return value
+
+
+def _versions() -> dict[str, str]:
+    import kornia
+    import monai
+    import sklearn
+    import torch
+
+    return {"coldseg": __version__, "python": platform.python_version(), "torch": torch.__version__,
+            "numpy": np.__version__, "scikit-learn": sklearn.__version__, "monai": monai.__version__,
+            "kornia": kornia.__version__}
+
+
+def _device_name(dev) -> str:
+    import torch
+
+    if dev.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(dev)})"
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def _features(pool: Pool, features: str | Path | np.ndarray | None, cfg: MocoConfig, *, seed: int, dev,
+              cache_dir, resume: bool, progress: bool) -> tuple[np.ndarray, dict[str, Any]]:
+    if features is not None:
+        if isinstance(features, (str, Path)):
+            X = load_features(features, pool.ids)
+            return X, {"source": "file", "file": str(Path(features).resolve()), "dim": int(X.shape[1])}
+        X = np.asarray(features, dtype=np.float32)
+        if X.ndim != 2 or X.shape[0] != len(pool):
+            raise ValueError(f"features array must be (n_images={len(pool)}, d); got shape {X.shape}")
+        return X, {"source": "array", "dim": int(X.shape[1])}
+    from coldseg.features.embed import compute_features
+
+    X, info = compute_features(pool.images, seed=seed, settings=cfg, device=dev, cache_dir=cache_dir,
+                               content_key=pool.content_key(), ids=pool.ids, grayscale=pool.grayscale,
+                               resume=resume, progress=progress)
+    log = info["log"]
+    return X, {"source": "cache" if info["cache_hit"] else "moco", "cache_key": info["cache_key"],
+               "cache_dir": info["cache_dir"], "dim": int(X.shape[1]), "layer": cfg.feature_layer,
+               "training": summarize_log(log), "augmentation": log.get("augmentation"),
+               "settings": cfg.to_dict()}
+
+
+def _pool_manifest(pool: Pool) -> dict[str, Any]:
+    return {"root": str(pool.root.resolve()), "size": len(pool), "grayscale": pool.grayscale,
+            "skipped": pool.skipped, "duplicates": pool.duplicates, "ignored_non_image_files": pool.ignored}
+
+
+def labelstudio_tasks(ids: list[str], paths: list[Path], sel: Selection, url_prefix: str | None) -> list[dict]:
+    """Label Studio tasks. Without a prefix the image is served by Label Studio's local-files storage
+    (``/data/local-files/?d=<absolute path without the leading slash>``, document root '/')."""
+    tasks = []
+    for r, (i, p) in enumerate(zip(ids, paths)):
+        if url_prefix:
+            url = url_prefix + urllib.parse.quote(i)
+        else:
+            url = "/data/local-files/?d=" + urllib.parse.quote(str(p.resolve()).lstrip("/"))
+        tasks.append({"data": {"image": url, "coldseg_id": i, "rank": r + 1,
+                               "cluster": int(sel.clusters[r])}})
+    return tasks
+
+
+def select(images_dir: str | Path, budget: int | str, *, out: str | Path | None = None,
+           strategy: str = DEFAULT_STRATEGY, seed: int = 0, image_size: int = 128, epochs: int = 30,
+           batch_size: int = 128, features: str | Path | np.ndarray | None = None, resume: bool = False,
+           device: str | None = None, cache_dir: str | Path | None = None, report: bool = True,
+           url_prefix: str | None = None, strategy_params: dict[str, Any] | None = None,
+           moco: MocoConfig | None = None, progress: bool = True) -> SelectResult:
+    """Pick ``budget`` images of ``images_dir`` to annotate; write the outputs into ``out`` if given.
+
+    budget: a number of images (50) or a percentage of the readable pool ("10%").
+    features: a features file or (n, d) array to use instead of training MoCo.
+    Raises ValueError (PoolError, FeaturesError) for bad input and OutputError when ``out`` cannot be
+    written; in both cases nothing is left in ``out``.
+    """
+    t_start = time.perf_counter()
+    timings: dict[str, float] = {}
+    selector = get_selector(strategy, **(strategy_params or {}))
+    outdir = OutputDir(out) if out is not None else None
+    try:
+        dev = pick_device(device)
+        t = time.perf_counter()
+        pool = load_pool(images_dir, image_size, progress=progress)
+        timings["read_images_s"] = time.perf_counter() - t
+        m = parse_budget(budget, len(pool))
+        cfg = moco or MocoConfig(image_size=image_size, epochs=epochs, batch_size=batch_size)
+        t = time.perf_counter()
+        X, finfo = _features(pool, features, cfg, seed=seed, dev=dev, cache_dir=cache_dir, resume=resume,
+                             progress=progress)
+        timings["features_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        sel = selector.select(X, m, random_state=seed)
+        timings["select_s"] = time.perf_counter() - t
+        ids = [pool.ids[i] for i in sel.indices]
+        paths = [pool.path(i) for i in sel.indices]
+        manifest = {
+            "coldseg": __version__, "run_id": uuid.uuid4().hex,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "command": " ".join(sys.argv) if sys.argv and sys.argv[0].endswith("coldseg") else None,
+            "strategy": strategy, "strategy_params": selector.get_params(), "budget": m,
+            "budget_requested": str(budget), "seed": seed, "image_size": image_size,
+            "device": _device_name(dev), "pool": _pool_manifest(pool),
+            "features": finfo, "augmentation": finfo.get("augmentation"),
+            "selection": {"info": sel.info}, "versions": _versions(), "timings": timings,
+        }
+        if outdir is not None:
+            files = _write_outputs(outdir, pool, X, sel, ids, paths, manifest, report, url_prefix, timings,
+                                   t_start)
+        else:
+            files = []
+        timings["total_s"] = time.perf_counter() - t_start
+        return SelectResult(ids, paths, sel, manifest, X, pool, files)
+    except BaseException:
+        if outdir is not None:
+            outdir.abort()
+        raise
+
+
+def _write_outputs(outdir: OutputDir, pool: Pool, X: np.ndarray, sel: Selection, ids: list[str],
+                   paths: list[Path], manifest: dict[str, Any], report: bool, url_prefix: str | None,
+                   timings: dict[str, float], t_start: float) -> list[str]:
+    rows = [[r + 1, i, str(p.resolve()), int(c), round(float(d), 6)]
+            for r, (i, p, c, d) in enumerate(zip(ids, paths, sel.clusters, sel.distances))]
+    outdir.write_csv("selection.csv", ["rank", "id", "path", "cluster", "distance_to_centroid"], rows)
+    outdir.write_text("selected.txt", "".join(f"{p.resolve()}\n" for p in paths))
+    outdir.write_json("labelstudio.json", labelstudio_tasks(ids, paths, sel, url_prefix))
+    _write_features(outdir, X, pool.ids)
+    if report:
+        from coldseg.report.html import write_report
+
+        t = time.perf_counter()
+        write_report(outdir.stage, ids=pool.ids, images=pool.images, features=X, selection=sel,
+                     manifest=manifest)
+        timings["report_s"] = time.perf_counter() - t
+    timings["total_s"] = time.perf_counter() - t_start
+    files = sorted(p.name for p in outdir.stage.iterdir()) + ["manifest.json"]
+    manifest["files"] = files
+    outdir.write_json("manifest.json", manifest)
+    return outdir.commit()
+
+
+def _write_features(outdir: OutputDir, X: np.ndarray, ids: list[str]) -> None:
+    with open(outdir.stage / "features.npy", "wb") as f:
+        np.save(f, np.asarray(X, dtype=np.float32))
+    outdir.write_text("feature_ids.txt", "".join(f"{i}\n" for i in ids))
+
+
+def embed(images_dir: str | Path, out: str | Path, *, seed: int = 0, image_size: int = 128, epochs: int = 30,
+          batch_size: int = 128, resume: bool = False, device: str | None = None,
+          cache_dir: str | Path | None = None, moco: MocoConfig | None = None,
+          progress: bool = True) -> np.ndarray:
+    """Train MoCo on the pool and write only ``features.npy``, ``feature_ids.txt`` and ``manifest.json``."""
+    outdir = OutputDir(out)
+    try:
+        dev = pick_device(device)
+        pool = load_pool(images_dir, image_size, progress=progress)
+        cfg = moco or MocoConfig(image_size=image_size, epochs=epochs, batch_size=batch_size)
+        X, finfo = _features(pool, None, cfg, seed=seed, dev=dev, cache_dir=cache_dir, resume=resume,
+                             progress=progress)
+        _write_features(outdir, X, pool.ids)
+        manifest = {"coldseg": __version__, "command": "embed", "seed": seed, "device": _device_name(dev),
+                    "pool": _pool_manifest(pool), "features": finfo, "versions": _versions(),
+                    "files": ["feature_ids.txt", "features.npy", "manifest.json"]}
+        outdir.write_json("manifest.json", manifest)
+        outdir.commit()
+        return X
+    except BaseException:
+        outdir.abort()
+        raise

@@ -1,0 +1,144 @@
+"""Command line: ``coldseg select | embed | strategies | benchmark | report``."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+
+
+def _common_training(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same result (default 0)")
+    p.add_argument("--image-size", type=int, default=128, metavar="PX", help="working size in pixels (default 128)")
+    p.add_argument("--epochs", type=int, default=30, metavar="E", help="MoCo training epochs (default 30)")
+    p.add_argument("--batch-size", type=int, default=128, metavar="B", help="MoCo batch size (default 128)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted MoCo training from its checkpoint")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:i]")
+    p.add_argument("--cache-dir", type=Path, default=None,
+                   help="where features and checkpoints are cached (default $COLDSEG_CACHE_DIR or ~/.cache/coldseg)")
+    p.add_argument("--candidates", default="auto",
+                   help="eq. 7 augmentation candidates: auto, none, or a comma list of "
+                        "crop,color,grayscale,blur,rotation,gamma,contrast,noise")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from coldseg import __version__
+    from coldseg.api import DEFAULT_STRATEGY
+
+    ap = argparse.ArgumentParser(prog="coldseg", description="Which images to annotate before any label exists.")
+    ap.add_argument("--version", action="version", version=f"coldseg {__version__}")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("select", help="pick the images to annotate", description=(
+        "Train a self-supervised encoder on the images (or read --features), then pick BUDGET images to "
+        "annotate. Writes selection.csv, selected.txt, labelstudio.json, manifest.json, features.npy and "
+        "report.html into --out."))
+    s.add_argument("images_dir", type=Path, metavar="IMAGES_DIR")
+    s.add_argument("--budget", required=True, help="number of images (e.g. 50) or percentage of the pool (e.g. 10%%)")
+    s.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
+    s.add_argument("--strategy", default=DEFAULT_STRATEGY, help=f"selection strategy (default {DEFAULT_STRATEGY}; "
+                   "list them with `coldseg strategies`)")
+    s.add_argument("--features", type=Path, default=None, metavar="FILE",
+                   help="use these features (.npy with feature_ids.txt, or .npz with features and ids) "
+                        "instead of training")
+    s.add_argument("--no-report", action="store_true", help="skip report.html and its figures")
+    s.add_argument("--url-prefix", default=None,
+                   help="Label Studio image URL prefix (default: local-files storage paths)")
+    _common_training(s)
+
+    e = sub.add_parser("embed", help="compute features only", description=(
+        "Train the self-supervised encoder and write features.npy, feature_ids.txt and manifest.json."))
+    e.add_argument("images_dir", type=Path, metavar="IMAGES_DIR")
+    e.add_argument("--out", required=True, type=Path, metavar="DIR")
+    _common_training(e)
+
+    sub.add_parser("strategies", help="list the selection strategies")
+
+    try:
+        from coldseg.bench.cli import add_benchmark_parser, add_report_parser
+    except ImportError:
+        pass
+    else:
+        add_benchmark_parser(sub)
+        add_report_parser(sub)
+    return ap
+
+
+def _moco(args: argparse.Namespace):
+    from coldseg.features.train import MocoConfig
+
+    return MocoConfig(image_size=args.image_size, epochs=args.epochs, batch_size=args.batch_size,
+                      candidates=args.candidates)
+
+
+def _check_training_args(args: argparse.Namespace) -> None:
+    if args.image_size < 16:
+        raise ValueError(f"--image-size {args.image_size} is too small; use at least 16")
+    if args.epochs < 1:
+        raise ValueError(f"--epochs {args.epochs} must be at least 1")
+    if args.batch_size < 2:
+        raise ValueError(f"--batch-size {args.batch_size} must be at least 2")
+
+
+def cmd_select(args: argparse.Namespace) -> int:
+    import coldseg
+
+    _check_training_args(args)
+    res = coldseg.select(args.images_dir, args.budget, out=args.out, strategy=args.strategy, seed=args.seed,
+                         image_size=args.image_size, features=args.features, resume=args.resume,
+                         device=args.device, cache_dir=args.cache_dir, report=not args.no_report,
+                         url_prefix=args.url_prefix, moco=_moco(args), progress=not args.quiet)
+    info = res.selection.info
+    k = f", K={info['k']}" if "k" in info else ""
+    print(f"picked {len(res.ids)} of {len(res.pool)} images with '{args.strategy}'{k} -> {args.out}")
+    if (args.out / "report.html").exists():
+        print(f"report: {(args.out / 'report.html').resolve()}")
+    return 0
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    import coldseg
+
+    _check_training_args(args)
+    X = coldseg.embed(args.images_dir, args.out, seed=args.seed, image_size=args.image_size, resume=args.resume,
+                      device=args.device, cache_dir=args.cache_dir, moco=_moco(args), progress=not args.quiet)
+    print(f"wrote {X.shape[0]} × {X.shape[1]} features -> {args.out / 'features.npy'}")
+    return 0
+
+
+def cmd_strategies(args: argparse.Namespace) -> int:
+    from coldseg.api import DEFAULT_STRATEGY
+    from coldseg.select.registry import available, selector_class
+
+    for name in available():
+        star = " (default)" if name == DEFAULT_STRATEGY else ""
+        print(f"{name:14s} {selector_class(name).summary}{star}")
+    return 0
+
+
+COMMANDS = {"select": cmd_select, "embed": cmd_embed, "strategies": cmd_strategies}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler = COMMANDS.get(args.command) or getattr(args, "handler", None)
+    try:
+        return handler(args)
+    except KeyboardInterrupt:
+        print("coldseg: interrupted; nothing was written to the output folder. Rerun with --resume to "
+              "continue the training from its last epoch.", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (ValueError, OSError, TypeError) as e:
+        if os.environ.get("COLDSEG_DEBUG"):
+            raise
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        print(f"coldseg: error: {msg}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

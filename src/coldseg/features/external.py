@@ -1,0 +1,66 @@
+"""Bring-your-own features: embeddings computed elsewhere (e.g. a foundation model).
+
+Accepted files:
+- ``.npz`` with arrays ``features`` (n, d) and ``ids`` (n,) strings;
+- ``.npy`` (n, d) with the ids one per line in ``feature_ids.txt`` beside it (what ``coldseg embed``
+  writes) or in ``<name>.ids.txt``; without an ids file the rows must be in the pool's sorted id order
+  and as many as the pool's readable, distinct images.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+
+class FeaturesError(ValueError):
+    """A features file that cannot be matched to the pool."""
+
+
+def read_ids(path: Path) -> list[str]:
+    return [ln for ln in path.read_text("utf-8", "surrogateescape").splitlines() if ln]
+
+
+def load_features(path: str | Path, pool_ids: list[str]) -> np.ndarray:
+    """Rows of the features file for ``pool_ids``, in that order: (len(pool_ids), d) float32."""
+    path = Path(path)
+    if not path.is_file():
+        raise FeaturesError(f"features file {str(path)!r} does not exist")
+    ids: list[str] | None = None
+    try:
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as z:
+                if "features" not in z:
+                    raise FeaturesError(f"{path} holds no array named 'features' (found: {', '.join(z.files)})")
+                X = z["features"]
+                ids = [str(i) for i in z["ids"]] if "ids" in z else None
+        else:
+            X = np.load(path, allow_pickle=False)
+            for cand in (path.with_name("feature_ids.txt"), path.with_suffix(".ids.txt")):
+                if cand.exists():
+                    ids = read_ids(cand)
+                    break
+    except (OSError, ValueError) as e:
+        if isinstance(e, FeaturesError):
+            raise
+        raise FeaturesError(f"cannot read features file {str(path)!r}: {e}") from None
+    if X.ndim != 2:
+        raise FeaturesError(f"features in {path} must be 2-D (n_images, n_features); got shape {X.shape}")
+    if ids is None:
+        if X.shape[0] != len(pool_ids):
+            raise FeaturesError(f"{path} has {X.shape[0]} rows but the pool has {len(pool_ids)} images and "
+                                "no ids file was found (write feature_ids.txt beside it, one id per line)")
+        return X.astype(np.float32)
+    if len(ids) != X.shape[0]:
+        raise FeaturesError(f"{path} has {X.shape[0]} rows but its ids list has {len(ids)} entries")
+    row = {i: r for r, i in enumerate(ids)}
+    missing = [i for i in pool_ids if i not in row]
+    if missing:
+        shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
+        raise FeaturesError(f"{len(missing)} pool image(s) have no row in {path}: {shown}")
+    extra = len(set(ids) - set(pool_ids))
+    if extra:
+        print(f"coldseg: {extra} row(s) of {path.name} match no readable pool image and are ignored",
+              file=sys.stderr)
+    return X[[row[i] for i in pool_ids]].astype(np.float32)

@@ -1,0 +1,103 @@
+"""MoCo v2 (He et al. 2020; Chen et al. 2020), named as in the paper: q, k, K (queue), m, T.
+
+Pieces are small and free-standing so that tests can check each against a direct formula:
+``ProjectionHead``, ``update_momentum``, ``info_nce`` and the ``MoCo`` module that ties them together.
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class ProjectionHead(nn.Sequential):
+    """MoCo v2's 2-layer MLP: Linear -> ReLU -> Linear, (B, in_dim) -> (B, out_dim)."""
+
+    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int = 128):
+        super().__init__(nn.Linear(in_dim, hidden_dim), nn.ReLU(inplace=True), nn.Linear(hidden_dim, out_dim))
+
+
+@torch.no_grad()
+def update_momentum(model: nn.Module, ema: nn.Module, m: float) -> None:
+    """ema <- m * ema + (1 - m) * model, parameter by parameter; buffers (BN statistics) are copied."""
+    for p, pe in zip(model.parameters(), ema.parameters()):
+        pe.mul_(m).add_(p.detach(), alpha=1.0 - m)
+    for b, be in zip(model.buffers(), ema.buffers()):
+        be.copy_(b)
+
+
+def info_nce(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, T: float) -> torch.Tensor:
+    """InfoNCE of eq. 6: mean over the batch of -log( exp(q·k+/T) / (exp(q·k+/T) + Σ_j exp(q·n_j/T)) ).
+
+    q, k:   (B, D) L2-normalised queries and their positive keys.
+    queue:  (K, D) L2-normalised negatives.
+    """
+    l_pos = (q * k).sum(dim=1, keepdim=True)          # (B, 1)
+    l_neg = q @ queue.T                               # (B, K)
+    logits = torch.cat([l_pos, l_neg], dim=1) / T     # (B, 1 + K)
+    labels = torch.zeros(q.shape[0], dtype=torch.long, device=q.device)
+    return F.cross_entropy(logits.float(), labels)
+
+
+class MoCo(nn.Module):
+    """Query encoder f_q = head ∘ backbone, momentum key encoder f_k, queue of K negatives.
+
+    backbone: (B, 3, H, W) -> (B, C) module with an ``out_dim`` attribute.
+    """
+
+    def __init__(self, backbone: nn.Module, dim: int = 128, K: int = 4096, m: float = 0.99, T: float = 0.2,
+                 *, generator: torch.Generator | None = None):
+        super().__init__()
+        self.K, self.m, self.T = K, m, T
+        self.encoder_q = nn.Sequential(backbone, ProjectionHead(backbone.out_dim, backbone.out_dim, dim))
+        self.encoder_k = copy.deepcopy(self.encoder_q)
+        for p in self.encoder_k.parameters():
+            p.requires_grad_(False)
+        queue = F.normalize(torch.randn(K, dim, generator=generator), dim=1)
+        self.register_buffer("queue", queue)                          # (K, dim)
+        self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
+
+    @torch.no_grad()
+    def _enqueue(self, k: torch.Tensor) -> None:
+        """Replace the oldest keys by ``k`` (B, dim); wraps around, so K need not divide by B."""
+        B = k.shape[0]
+        pos = (self.queue_ptr + torch.arange(B, device=k.device)) % self.K
+        self.queue[pos] = k.to(self.queue.dtype)
+        self.queue_ptr.copy_((self.queue_ptr + B) % self.K)
+
+    def forward(self, im_q: torch.Tensor, im_k: torch.Tensor, *, shuffle: torch.Tensor | None = None) -> torch.Tensor:
+        """Loss for one batch of view pairs (B, 3, H, W) each; updates f_k and the queue.
+
+        shuffle: (B,) permutation of the key batch before f_k, undone after (shuffle-BN on one device).
+        """
+        q = F.normalize(self.encoder_q(im_q).float(), dim=1)        # (B, dim)
+        with torch.no_grad():
+            update_momentum(self.encoder_q, self.encoder_k, self.m)
+            if shuffle is not None:
+                k = self.encoder_k(im_k[shuffle])
+                k = k[torch.argsort(shuffle)]
+            else:
+                k = self.encoder_k(im_k)
+            k = F.normalize(k.float(), dim=1)                        # (B, dim)
+        loss = info_nce(q, k, self.queue.clone().detach(), self.T)
+        self._enqueue(k)
+        return loss
+
+    @torch.no_grad()
+    def loss_without_update(self, im_q: torch.Tensor, im_k: torch.Tensor) -> torch.Tensor:
+        """Per-sample InfoNCE (B,) against the current queue, changing nothing (for eq. 7)."""
+        q = F.normalize(self.encoder_q(im_q).float(), dim=1)
+        k = F.normalize(self.encoder_k(im_k).float(), dim=1)
+        l_pos = (q * k).sum(1, keepdim=True)
+        logits = torch.cat([l_pos, q @ self.queue.T], 1) / self.T
+        return torch.logsumexp(logits, 1) - logits[:, 0]
+
+    @torch.no_grad()
+    def embed(self, x: torch.Tensor, layer: str = "head") -> torch.Tensor:
+        """L2-normalised features of the query encoder: 'head' (dim) or 'backbone' (out_dim)."""
+        backbone, head = self.encoder_q[0], self.encoder_q[1]
+        h = backbone(x)
+        z = head(h) if layer == "head" else h
+        return F.normalize(z.float(), dim=1)

@@ -1,0 +1,218 @@
+"""MoCo v2 training on the unlabeled pool, with the augmentation validation standard (eq. 7).
+
+Schedule: ``epochs`` epochs of SGD (momentum 0.9, cosine learning rate). After the first
+``select_at`` fraction of them (phase 1, plain MoCo v2 views) the model scores every candidate
+augmentation t by its MoCo loss L(θ | t) (see :func:`candidate_losses`), keeps t* = argmax, and the
+remaining epochs (phase 2) append t* to the view pipeline with probability ``AugmentConfig.extra_p``.
+
+Every epoch ends with an atomic checkpoint (model, optimiser, queue, generator states, phase-1 result);
+``resume=True`` continues from it and, on CPU, gives bit-identical weights to an uninterrupted run.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from coldseg.features.augment import (
+    CANDIDATES, AugmentConfig, base_view, candidate_names, normalize, weak_view,
+)
+from coldseg.features.encoder import resnet18
+from coldseg.features.moco import MoCo
+
+
+@dataclass
+class MocoConfig:
+    """Settings of the self-supervised encoder; every field enters the features cache key."""
+
+    image_size: int = 128
+    epochs: int = 30
+    batch_size: int = 128
+    lr: float = 0.06             # for batch 256; scaled linearly with batch_size
+    weight_decay: float = 5e-4
+    dim: int = 128               # MoCo output dimension
+    queue: int = 4096            # K, capped at half the pool (see MoCo docs in README)
+    momentum: float = 0.99       # m of the key encoder
+    temperature: float = 0.2     # T
+    width: int = 64              # ResNet-18 base width (64 = the standard ResNet-18)
+    bn_splits: int = 4           # shuffle-BN groups on one device
+    candidates: str = "auto"     # eq. 7 candidate set: 'auto', 'none' or comma-separated names
+    select_at: float = 0.5       # fraction of epochs before the eq. 7 choice
+    eval_images: int = 1024      # images scored per candidate (a fixed random subset when larger)
+    feature_layer: str = "head"  # 'head' (dim, as the paper's released features) or 'backbone'
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def pick_device(device: str | torch.device | None = None) -> torch.device:
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def build_model(cfg: MocoConfig, n: int, gen: torch.Generator) -> MoCo:
+    K = int(max(cfg.batch_size, min(cfg.queue, n // 2)))
+    return MoCo(resnet18(cfg.width, cfg.bn_splits), cfg.dim, K, cfg.momentum, cfg.temperature, generator=gen)
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _lr_at(cfg: MocoConfig, step: int, total: int, batch: int) -> float:
+    base = cfg.lr * batch / 256
+    return 0.5 * base * (1 + math.cos(math.pi * step / max(1, total)))
+
+
+@torch.no_grad()
+def candidate_losses(model: MoCo, images: torch.Tensor, names: list[str], *, seed: int, batch: int,
+                     device: torch.device, eval_images: int) -> dict[str, float]:
+    """L_MoCo(θ | t) for each candidate t: mean InfoNCE of two independent t-views of each image
+    (each t applied to a randomly flipped full image), against the trained queue, no update.
+
+    The same images and the same generator seed are used for every candidate, so only t differs.
+    """
+    model.eval()
+    n = images.shape[0]
+    sub = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[: min(n, eval_images)]
+    out = {}
+    for name in names:
+        gen = torch.Generator().manual_seed(seed + 1)
+        t = CANDIDATES[name]
+        total = torch.zeros((), device=device)
+        for s in range(0, len(sub), batch):
+            x = images[sub[s : s + batch].to(images.device)].to(device).float().div_(255)
+            v1 = normalize(t(weak_view(x, gen), gen))
+            v2 = normalize(t(weak_view(x, gen), gen))
+            with _autocast(device):
+                total += model.loss_without_update(_cl(v1, device), _cl(v2, device)).sum()
+        out[name] = float(total) / len(sub)
+    model.train()
+    return out
+
+
+def _autocast(device: torch.device):
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast("cpu", enabled=False)
+
+
+def _cl(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else x
+
+
+def train_moco(images: torch.Tensor | np.ndarray, cfg: MocoConfig, *, seed: int, grayscale: bool = False,
+               device: str | torch.device | None = None, checkpoint: Path | None = None,
+               resume: bool = False, progress: bool = True, stop_after_epoch: int | None = None
+               ) -> tuple[MoCo, dict[str, Any]]:
+    """Train MoCo v2 on ``images`` (n, 3, S, S) uint8. Returns the model and a training log for the
+    manifest (loss per epoch, eq. 7 losses and winner, images/s, device).
+
+    stop_after_epoch: end after that many epochs (tests use it to simulate an interruption).
+    """
+    dev = pick_device(device)
+    images = torch.as_tensor(images)
+    n = images.shape[0]
+    if n < 2:
+        raise ValueError(f"MoCo needs at least 2 images to contrast; the pool has {n}")
+    images = images.to(dev)
+    batch = min(cfg.batch_size, n)
+    steps_per_epoch = n // batch
+    total_steps = steps_per_epoch * cfg.epochs
+    names = [] if cfg.candidates == "none" else candidate_names(grayscale, cfg.candidates)
+    select_epoch = int(round(cfg.select_at * cfg.epochs)) if names else -1
+
+    g_init = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):  # weight init draws from the global generator: fork it
+        torch.manual_seed(seed)
+        model = build_model(cfg, n, g_init).to(dev)
+    if dev.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(model.encoder_q.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
+    g_aug = torch.Generator().manual_seed(seed + 1)
+    g_order = torch.Generator().manual_seed(seed + 2)
+    log: dict[str, Any] = {"loss": [], "augmentation": None, "images_per_s": [], "device": str(dev)}
+    start = 0
+    if resume and checkpoint is not None and checkpoint.exists():
+        st = torch.load(checkpoint, map_location=dev, weights_only=False)
+        if st["config"] != cfg.to_dict() or st["seed"] != seed:
+            raise ValueError(f"checkpoint {checkpoint} was made with other settings; rerun without --resume")
+        model.load_state_dict(st["model"])
+        opt.load_state_dict(st["opt"])
+        g_aug.set_state(st["g_aug"])
+        g_order.set_state(st["g_order"])
+        log, start = st["log"], st["epoch"]
+    aug = AugmentConfig(**{**asdict(cfg.augment), "gray_p": 0.0 if grayscale else cfg.augment.gray_p})
+    if log["augmentation"]:
+        aug = aug.with_extra(log["augmentation"]["winner"])
+
+    model.train()
+    bar = tqdm(range(start, cfg.epochs), desc="MoCo", unit="epoch", disable=not progress, initial=start,
+               total=cfg.epochs)
+    for epoch in bar:
+        if epoch == select_epoch and log["augmentation"] is None:
+            losses = candidate_losses(model, images, names, seed=seed + 3, batch=batch, device=dev,
+                                      eval_images=cfg.eval_images)
+            winner = max(losses, key=losses.get)
+            log["augmentation"] = {"candidates": losses, "winner": winner, "chosen_after_epoch": epoch}
+            aug = aug.with_extra(winner)
+            bar.write(f"eq. 7: hardest augmentation = {winner} "
+                      f"({', '.join(f'{k} {v:.3f}' for k, v in sorted(losses.items(), key=lambda kv: -kv[1]))})")
+        t0 = time.perf_counter()
+        order = torch.randperm(n, generator=g_order)
+        run_loss = torch.zeros((), device=dev)
+        for s in range(steps_per_epoch):
+            step = epoch * steps_per_epoch + s
+            for grp in opt.param_groups:
+                grp["lr"] = _lr_at(cfg, step, total_steps, batch)
+            idx = order[s * batch : (s + 1) * batch]
+            x = images[idx.to(dev)].float().div_(255)
+            im_q = _cl(normalize(base_view(x, g_aug, aug)), dev)
+            im_k = _cl(normalize(base_view(x, g_aug, aug)), dev)
+            shuffle = torch.randperm(batch, generator=g_aug).to(dev)
+            with _autocast(dev):
+                loss = model(im_q, im_k, shuffle=shuffle)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            run_loss += loss.detach()
+            if progress and (s % 20 == 19 or s == steps_per_epoch - 1):
+                bar.set_postfix(loss=f"{float(run_loss) / (s + 1):.3f}",
+                                img_s=f"{(s + 1) * batch / (time.perf_counter() - t0):.0f}")
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        dt = time.perf_counter() - t0
+        log["loss"].append(float(run_loss) / steps_per_epoch)
+        log["images_per_s"].append(steps_per_epoch * batch / dt)
+        if checkpoint is not None:
+            _atomic_save({"model": model.state_dict(), "opt": opt.state_dict(), "g_aug": g_aug.get_state(),
+                          "g_order": g_order.get_state(), "log": log, "epoch": epoch + 1,
+                          "config": cfg.to_dict(), "seed": seed}, checkpoint)
+        if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
+            break
+    bar.close()
+    return model, log
+
+
+def summarize_log(log: dict[str, Any]) -> dict[str, Any]:
+    """The training log as the manifest shows it (images/s as the median over epochs)."""
+    ips = log.get("images_per_s") or []
+    return {
+        "final_loss": log["loss"][-1] if log.get("loss") else None,
+        "loss_per_epoch": [round(v, 5) for v in log.get("loss", [])],
+        "images_per_s_median": float(np.median(ips)) if ips else None,
+        "device": log.get("device"),
+    }
+
+
