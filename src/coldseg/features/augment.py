@@ -1,8 +1,9 @@
 """Batched, device-side augmentations for MoCo v2, and the candidate set of the augmentation rule.
 
-Every random parameter is drawn per image from an explicit CPU ``torch.Generator`` (so CPU and GPU
-runs draw the same parameters, and a checkpoint can store the generator state), then moved to the
-images' device; the pixel work runs there, batched (kornia's filters, PyTorch's grid sampling).
+Every random parameter is drawn per image from an explicit ``torch.Generator`` that lives on the
+images' device (a checkpoint stores its state), so nothing crosses between host and device inside a
+training step: no host syncs. The pixel work runs there, batched (kornia's Gaussian filter, PyTorch's
+grid sampling). Constants are cached per device.
 
 Input and output: float tensors (B, 3, H, W) in [0, 1].
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from typing import Callable
 
 import torch
@@ -21,23 +23,36 @@ Aug = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 _LUMA = (0.299, 0.587, 0.114)
 
 
+def _rand(gen: torch.Generator, n: int) -> torch.Tensor:
+    return torch.rand(n, generator=gen, device=gen.device)
+
+
 def _u(gen: torch.Generator, n: int, lo: float, hi: float) -> torch.Tensor:
-    return lo + (hi - lo) * torch.rand(n, generator=gen)
+    return lo + (hi - lo) * _rand(gen, n)
 
 
 def _coin(gen: torch.Generator, n: int, p: float) -> torch.Tensor:
-    return torch.rand(n, generator=gen) < p
+    return _rand(gen, n) < p
 
 
 def _per(x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """(B,) CPU parameter -> (B, 1, 1, 1) on x's device and dtype."""
-    return v.to(device=x.device, dtype=x.dtype, non_blocking=True).view(-1, 1, 1, 1)
+    """(B,) parameter -> (B, 1, 1, 1) in x's dtype."""
+    return v.to(dtype=x.dtype).view(-1, 1, 1, 1)
+
+
+@lru_cache(maxsize=16)
+def _const(name: str, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """Constant tensors, built once per device (a fresh host->device copy would sync every step)."""
+    to_yiq = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]],
+                          dtype=torch.float64)
+    table = {"luma": torch.tensor(_LUMA, dtype=torch.float64).view(1, 3, 1, 1),
+             "to_yiq": to_yiq, "from_yiq": torch.linalg.inv(to_yiq)}
+    return table[name].to(device=device, dtype=dtype)
 
 
 def gray(x: torch.Tensor) -> torch.Tensor:
     """(B, 3, H, W) -> (B, 1, H, W) luma."""
-    w = x.new_tensor(_LUMA).view(1, 3, 1, 1)
-    return (x * w).sum(1, keepdim=True)
+    return (x * _const("luma", x.device, x.dtype)).sum(1, keepdim=True)
 
 
 def resized_crop(x: torch.Tensor, gen: torch.Generator, scale=(0.2, 1.0), ratio=(3 / 4, 4 / 3),
@@ -48,8 +63,8 @@ def resized_crop(x: torch.Tensor, gen: torch.Generator, scale=(0.2, 1.0), ratio=
     logr = _u(gen, B, math.log(ratio[0]), math.log(ratio[1]))
     w = torch.sqrt(area * logr.exp()).clamp(max=1.0)  # crop width, fraction of the side
     h = torch.sqrt(area / logr.exp()).clamp(max=1.0)
-    cx = w / 2 + (1 - w) * torch.rand(B, generator=gen)
-    cy = h / 2 + (1 - h) * torch.rand(B, generator=gen)
+    cx = w / 2 + (1 - w) * _rand(gen, B)
+    cy = h / 2 + (1 - h) * _rand(gen, B)
     sign = torch.where(_coin(gen, B, 0.5 if flip else 0.0), -1.0, 1.0)
     ang = _u(gen, B, -max_rotation, max_rotation) * (math.pi / 180.0)
     c, s = torch.cos(ang), torch.sin(ang)
@@ -58,7 +73,7 @@ def resized_crop(x: torch.Tensor, gen: torch.Generator, scale=(0.2, 1.0), ratio=
         torch.stack([c * sign * w, -s * h, 2 * cx - 1], 1),
         torch.stack([s * sign * w, c * h, 2 * cy - 1], 1),
     ], 1)  # (B, 2, 3)
-    grid = F.affine_grid(theta.to(x.device, x.dtype), [B, x.shape[1], H, W], align_corners=False)
+    grid = F.affine_grid(theta.to(x.dtype), [B, x.shape[1], H, W], align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
 
@@ -81,13 +96,10 @@ def color_jitter(x: torch.Tensor, gen: torch.Generator, strength: float = 0.4, h
 
 def hue_rotate(x: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
     """Rotate chroma by ``angle`` (B,) radians in YIQ space (a linear hue shift)."""
-    to_yiq = x.new_tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
-    from_yiq = torch.linalg.inv(to_yiq)
-    c, s = torch.cos(angle), torch.sin(angle)
-    rot = torch.zeros(angle.shape[0], 3, 3)
-    rot[:, 0, 0] = 1
-    rot[:, 1, 1], rot[:, 1, 2], rot[:, 2, 1], rot[:, 2, 2] = c, -s, s, c
-    M = from_yiq @ rot.to(x.device, x.dtype) @ to_yiq  # (B, 3, 3)
+    c, s = torch.cos(angle).to(x.dtype), torch.sin(angle).to(x.dtype)
+    one, zero = torch.ones_like(c), torch.zeros_like(c)
+    rot = torch.stack([one, zero, zero, zero, c, -s, zero, s, c], 1).view(-1, 3, 3)  # (B, 3, 3)
+    M = _const("from_yiq", x.device, x.dtype) @ rot @ _const("to_yiq", x.device, x.dtype)  # (B, 3, 3)
     return torch.einsum("bij,bjhw->bihw", M, x).clamp(0, 1)
 
 
@@ -102,7 +114,7 @@ def gaussian_blur(x: torch.Tensor, gen: torch.Generator, sigma=(0.1, 2.0), p: fl
     sig = torch.where(_coin(gen, B, p), _u(gen, B, *sigma), 1e-3)
     k = 2 * math.ceil(3 * sigma[1]) + 1
     k = min(k, 2 * ((min(x.shape[-2:]) - 1) // 2) + 1)
-    sig2 = sig.to(x.device, x.dtype).view(B, 1).expand(B, 2).contiguous()
+    sig2 = sig.to(x.dtype).view(B, 1).expand(B, 2).contiguous()
     return gaussian_blur2d(x, (k, k), sig2, border_type="reflect")
 
 
@@ -118,7 +130,7 @@ def random_contrast(x: torch.Tensor, gen: torch.Generator, factor=(0.3, 1.7)) ->
 
 def gaussian_noise(x: torch.Tensor, gen: torch.Generator, std=(0.03, 0.12)) -> torch.Tensor:
     sd = _per(x, _u(gen, x.shape[0], *std))
-    noise = torch.randn(x.shape, generator=gen).to(x.device, x.dtype)
+    noise = torch.randn(x.shape, generator=gen, device=gen.device, dtype=x.dtype)
     return (x + noise * sd).clamp(0, 1)
 
 

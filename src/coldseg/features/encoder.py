@@ -36,7 +36,8 @@ class SplitBatchNorm2d(nn.BatchNorm2d):
         rv = self.running_var.repeat(s)
         y = F.batch_norm(
             x.reshape(N // s, C * s, H, W), rm, rv,
-            self.weight.repeat(s), self.bias.repeat(s),
+            None if self.weight is None else self.weight.repeat(s),
+            None if self.bias is None else self.bias.repeat(s),
             True, self.momentum, self.eps,
         ).reshape(N, C, H, W)
         self.running_mean.copy_(rm.view(s, C).mean(0))

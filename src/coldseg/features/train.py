@@ -88,7 +88,7 @@ def candidate_losses(model: MoCo, images: torch.Tensor, names: list[str], *, see
     sub = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[: min(n, eval_images)]
     out = {}
     for name in names:
-        gen = torch.Generator().manual_seed(seed + 1)
+        gen = torch.Generator(device=device).manual_seed(seed + 1)
         t = CANDIDATES[name]
         total = torch.zeros((), device=device)
         for s in range(0, len(sub), batch):
@@ -140,8 +140,8 @@ def train_moco(images: torch.Tensor | np.ndarray, cfg: MocoConfig, *, seed: int,
     if dev.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.encoder_q.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
-    g_aug = torch.Generator().manual_seed(seed + 1)
-    g_order = torch.Generator().manual_seed(seed + 2)
+    g_aug = torch.Generator(device=dev).manual_seed(seed + 1)    # view parameters, on the device
+    g_order = torch.Generator(device=dev).manual_seed(seed + 2)  # epoch order
     log: dict[str, Any] = {"loss": [], "augmentation": None, "images_per_s": [], "device": str(dev)}
     start = 0
     if resume and checkpoint is not None and checkpoint.exists():
@@ -170,17 +170,17 @@ def train_moco(images: torch.Tensor | np.ndarray, cfg: MocoConfig, *, seed: int,
             bar.write(f"eq. 7: hardest augmentation = {winner} "
                       f"({', '.join(f'{k} {v:.3f}' for k, v in sorted(losses.items(), key=lambda kv: -kv[1]))})")
         t0 = time.perf_counter()
-        order = torch.randperm(n, generator=g_order)
+        order = torch.randperm(n, generator=g_order, device=dev)
         run_loss = torch.zeros((), device=dev)
         for s in range(steps_per_epoch):
             step = epoch * steps_per_epoch + s
             for grp in opt.param_groups:
                 grp["lr"] = _lr_at(cfg, step, total_steps, batch)
             idx = order[s * batch : (s + 1) * batch]
-            x = images[idx.to(dev)].float().div_(255)
+            x = images[idx].float().div_(255)
             im_q = _cl(normalize(base_view(x, g_aug, aug)), dev)
             im_k = _cl(normalize(base_view(x, g_aug, aug)), dev)
-            shuffle = torch.randperm(batch, generator=g_aug).to(dev)
+            shuffle = torch.randperm(batch, generator=g_aug, device=dev)
             with _autocast(dev):
                 loss = model(im_q, im_k, shuffle=shuffle)
             opt.zero_grad(set_to_none=True)

@@ -148,8 +148,9 @@ def plot_silhouette(path: Path, scores: dict, k: int | None) -> dict:
         v = vs[ks.tolist().index(int(k))]
         ax.axvline(int(k), color="#cc0000", ls=":", lw=1)
         ax.plot([int(k)], [v], "o", ms=12, mfc="none", mec="#cc0000", mew=2)
-        ax.annotate(f"chosen K = {int(k)}\n(s = {v:.3f})", (int(k), v), xytext=(8, -4),
-                    textcoords="offset points", color="#cc0000", fontsize=9, va="top")
+        ax.annotate(f"chosen K = {int(k)}\ns = {v:.3f}", (int(k), v), xytext=(12, -12),
+                    textcoords="offset points", color="#cc0000", fontsize=9, va="top",
+                    bbox={"fc": "white", "ec": "none", "alpha": 0.85, "pad": 1.5})
     ax.set_xlabel("K (number of clusters)")
     ax.set_ylabel("silhouette coefficient")
     ax.set_xticks(ks if len(ks) <= 25 else ks[:: int(np.ceil(len(ks) / 25))])
@@ -171,7 +172,8 @@ def plot_picks(path: Path, images: np.ndarray, picks: np.ndarray, pick_clusters:
     n_show = min(cap, total)
     rank = np.arange(1, n_show + 1)
     pidx = np.asarray(picks[:n_show], dtype=np.int64)
-    pcl = np.asarray(pick_clusters[:n_show], dtype=np.int64)
+    pick_clusters = np.asarray(pick_clusters, dtype=np.int64)
+    pcl = pick_clusters[:n_show]
     cids = sorted(set(pcl.tolist()))
     grouped = len(cids) <= 30
     groups = [np.flatnonzero(pcl == c) for c in cids] if grouped else [np.lexsort((rank, pcl))]
@@ -189,7 +191,9 @@ def plot_picks(path: Path, images: np.ndarray, picks: np.ndarray, pick_clusters:
             c = int(pcl[g[0]])
             name = "no clusters" if c == -1 else f"cluster {c}"
             size = "" if sizes is None or c == -1 else f"\n{sizes.get(c, 0)} images"
-            texts.append((8, y0 + gap + 2, f"{name}{size}\n{len(g)} pick{'s' * (len(g) != 1)}",
+            n_all = int((pick_clusters == c).sum())  # picks of this cluster, shown or not
+            count = f"{n_all} pick{'s' * (n_all != 1)}" + (f"\n({len(g)} shown)" if len(g) < n_all else "")
+            texts.append((8, y0 + gap + 2, f"{name}{size}\n{count}",
                           {"fontsize": 9, "va": "top", "color": _dark(colours.get(c, GREY)), "weight": "bold"}))
         for j, i in enumerate(g):
             x = label_w + gap + (j % cols) * cell

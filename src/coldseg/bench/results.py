@@ -1,0 +1,211 @@
+"""What a benchmark leaves on disk, and how it is read back.
+
+An output folder holds:
+  settings.json   the settings every run in the folder shares (compared on every rerun) and the
+                  commands that wrote to the folder;
+  results.csv     one row per finished run (COLUMNS), appended, flushed and fsynced as each run ends;
+  runs.jsonl      one JSON object per finished run: the same key plus the picked image ids, in order;
+  features/       cached pool features, one file per seed.
+
+A run is identified by (dataset, strategy, ratio, seed); a rerun skips every key already in results.csv.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+COLUMNS = ["dataset", "strategy", "ratio", "n_labeled", "seed", "dice", "hd95", "train_seconds", "device"]
+RESULTS = "results.csv"
+RUNS = "runs.jsonl"
+SETTINGS = "settings.json"
+#: the strategy name of the full-label upper bound (ratio 100, every pool image labelled)
+FULL = "full"
+
+
+class SettingsMismatch(ValueError):
+    """An output folder already holds runs made with other settings."""
+
+
+@dataclass(frozen=True)
+class RunKey:
+    dataset: str
+    strategy: str
+    ratio: float
+    seed: int
+
+    @staticmethod
+    def of(row: dict[str, Any]) -> "RunKey":
+        return RunKey(str(row["dataset"]), str(row["strategy"]), norm_ratio(row["ratio"]), int(row["seed"]))
+
+
+def norm_ratio(r: Any) -> float:
+    """Ratios compare by value to 1e-6 %, whatever their spelling ('10', '10.0', 10)."""
+    return round(float(r), 6)
+
+
+def fmt_ratio(r: float) -> str:
+    return f"{norm_ratio(r):g}"
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return repr(v) if math.isfinite(v) else str(v)
+    return str(v)
+
+
+class ResultsWriter:
+    """Appends rows to results.csv (header on creation); every row is flushed and fsynced at once,
+    so an interrupted sweep loses at most the run in progress."""
+
+    def __init__(self, out_dir: str | os.PathLike):
+        self.path = Path(out_dir) / RESULTS
+        new = not self.path.exists() or self.path.stat().st_size == 0
+        if not new:
+            _check_header(self.path)
+            _ensure_trailing_newline(self.path)
+        self._f = open(self.path, "a", newline="", encoding="utf-8")
+        self._w = csv.writer(self._f)
+        if new:
+            self._w.writerow(COLUMNS)
+            self._sync()
+
+    def write(self, row: dict[str, Any]) -> None:
+        missing = [c for c in COLUMNS if c not in row]
+        if missing:
+            raise ValueError(f"result row lacks column(s) {missing}")
+        self._w.writerow([_fmt(row[c]) for c in COLUMNS])
+        self._sync()
+
+    def _sync(self) -> None:
+        self._f.flush()
+        os.fsync(self._f.fileno())
+
+    def close(self) -> None:
+        self._f.close()
+
+    def __enter__(self) -> "ResultsWriter":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def _check_header(path: Path) -> None:
+    with open(path, newline="", encoding="utf-8") as f:
+        header = next(csv.reader(f), None)
+    if header != COLUMNS:
+        raise ValueError(f"{path} has columns {header}, expected {COLUMNS}; it was not written by "
+                         "`coldseg benchmark` (use another --out folder)")
+
+
+def _ensure_trailing_newline(path: Path) -> None:
+    """A row cut short by a crash would glue onto the next one: drop a partial last line."""
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        cut = data.rfind(b"\n") + 1
+        with open(path, "r+b") as f:
+            f.truncate(cut)
+
+
+def read_results(out_dir: str | os.PathLike) -> list[dict[str, Any]]:
+    """The rows of results.csv, typed (ratio, dice, hd95, train_seconds float; n_labeled, seed int).
+
+    A partial last line (a crash mid-write) is ignored. A missing file gives an empty list.
+    """
+    path = Path(out_dir) / RESULTS
+    if not path.exists():
+        return []
+    _check_header(path)
+    rows = []
+    with open(path, newline="", encoding="utf-8") as f:
+        text = f.read()
+    lines = text.splitlines(keepends=True)
+    if lines and not lines[-1].endswith("\n"):
+        lines = lines[:-1]
+    for rec in csv.DictReader(lines):
+        rows.append({
+            "dataset": rec["dataset"], "strategy": rec["strategy"], "ratio": norm_ratio(rec["ratio"]),
+            "n_labeled": int(rec["n_labeled"]), "seed": int(rec["seed"]), "dice": float(rec["dice"]),
+            "hd95": float(rec["hd95"]), "train_seconds": float(rec["train_seconds"]), "device": rec["device"],
+        })
+    return rows
+
+
+def done_keys(out_dir: str | os.PathLike) -> set[RunKey]:
+    return {RunKey.of(r) for r in read_results(out_dir)}
+
+
+def append_run_record(out_dir: str | os.PathLike, record: dict[str, Any]) -> None:
+    """One JSON line in runs.jsonl (picked ids in order, round sizes, selector info)."""
+    with open(Path(out_dir) / RUNS, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record, default=_json_default) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _json_default(o: Any) -> Any:
+    try:
+        import numpy as np
+
+        if isinstance(o, np.generic):
+            return o.item()
+        if isinstance(o, np.ndarray):
+            return o.tolist()
+    except ImportError:  # pragma: no cover
+        pass
+    return str(o)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    path = Path(path)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read_settings(out_dir: str | os.PathLike) -> dict[str, Any] | None:
+    path = Path(out_dir) / SETTINGS
+    if not path.exists():
+        return None
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def check_or_write_settings(out_dir: str | os.PathLike, settings: dict[str, Any], command: str | None) -> None:
+    """Record ``settings`` in a fresh folder, or demand that they equal the recorded ones.
+
+    Raises SettingsMismatch naming every differing setting; appends ``command`` to the command log.
+    """
+    out = Path(out_dir)
+    old = read_settings(out)
+    settings = json.loads(json.dumps(settings))  # normalise tuples, numpy scalars
+    if old is None:
+        if (out / RESULTS).exists() and read_results(out):
+            raise SettingsMismatch(f"{out / RESULTS} exists but {out / SETTINGS} does not: the settings of "
+                                   "those runs are unknown; choose a fresh --out folder")
+        record = {"settings": settings, "commands": []}
+    else:
+        diffs = _diff(old.get("settings", {}), settings)
+        if diffs:
+            lines = "; ".join(f"{k}: folder has {a!r}, this command gives {b!r}" for k, a, b in diffs)
+            raise SettingsMismatch(f"{out} holds runs made with other settings ({lines}). Rerun with the "
+                                   "folder's settings to resume, or choose a fresh --out folder")
+        record = old
+    if command:
+        record.setdefault("commands", []).append(command)
+    atomic_write_text(out / SETTINGS, json.dumps(record, indent=1, sort_keys=True) + "\n")
+
+
+def _diff(a: dict[str, Any], b: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    return [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+
+def rows_by(rows: Iterable[dict[str, Any]], *fields: str) -> dict[tuple, list[dict[str, Any]]]:
+    out: dict[tuple, list[dict[str, Any]]] = {}
+    for r in rows:
+        out.setdefault(tuple(r[f] for f in fields), []).append(r)
+    return out

@@ -1,0 +1,114 @@
+"""Summaries of a benchmark: mean ± std over seeds, and paired differences to random.
+
+Seeds pair runs: seed s of strategy A and seed s of random share the pool/test split and the
+training seed, so A − random is compared seed by seed (a paired design), and the interval is a
+Student-t interval over those per-seed differences.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import numpy as np
+
+from coldseg.bench.results import FULL, rows_by
+
+METRICS = ("dice", "hd95")
+BASELINE = "random"
+
+
+@dataclass
+class Summary:
+    strategy: str
+    ratio: float
+    n_labeled: int
+    metric: str
+    mean: float
+    std: float        # sample std (ddof=1); nan for a single seed
+    n: int            # finite values averaged
+    n_runs: int       # runs including non-finite values
+
+
+@dataclass
+class PairedDiff:
+    strategy: str
+    ratio: float
+    metric: str
+    mean: float       # mean of (strategy − baseline) over matched seeds
+    lo: float         # 95% t-interval; nan with fewer than 2 matched seeds
+    hi: float
+    n: int            # matched seeds with finite values on both sides
+    seeds: list[int]
+
+
+def mean_std(values: Iterable[float]) -> tuple[float, float, int]:
+    """(mean, sample std, count) over the finite values; nan where undefined."""
+    v = np.asarray([x for x in values if math.isfinite(x)], dtype=np.float64)  # (k,)
+    if v.size == 0:
+        return math.nan, math.nan, 0
+    std = float(v.std(ddof=1)) if v.size > 1 else math.nan
+    return float(v.mean()), std, int(v.size)
+
+
+def t_interval(diffs: Iterable[float], confidence: float = 0.95) -> tuple[float, float, float, int]:
+    """Mean and two-sided Student-t interval of paired differences: d̄ ± t_{1−α/2, n−1} · s/√n.
+
+    Returns (mean, lo, hi, n); lo = hi = nan when n < 2 (no spread to estimate).
+    """
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence={confidence} must lie in (0, 1)")
+    d = np.asarray(list(diffs), dtype=np.float64)  # (n,)
+    n = int(d.size)
+    if n == 0:
+        return math.nan, math.nan, math.nan, 0
+    mean = float(d.mean())
+    if n < 2:
+        return mean, math.nan, math.nan, n
+    from scipy.stats import t  # scipy ships with scikit-learn
+
+    half = float(t.ppf(0.5 + confidence / 2, n - 1)) * float(d.std(ddof=1)) / math.sqrt(n)
+    return mean, mean - half, mean + half, n
+
+
+def summarize(rows: list[dict[str, Any]]) -> list[Summary]:
+    """Per (strategy, ratio, metric): mean ± std over seeds, sorted by strategy then ratio."""
+    out = []
+    for (strategy, ratio), group in sorted(rows_by(rows, "strategy", "ratio").items(), key=_order):
+        n_lab = int(round(np.median([r["n_labeled"] for r in group])))
+        for m in METRICS:
+            mean, std, n = mean_std(r[m] for r in group)
+            out.append(Summary(strategy, ratio, n_lab, m, mean, std, n, len(group)))
+    return out
+
+
+def paired_differences(rows: list[dict[str, Any]], baseline: str = BASELINE,
+                       confidence: float = 0.95) -> list[PairedDiff]:
+    """For every strategy other than ``baseline`` and the upper bound, at every ratio the baseline
+    also ran: the paired difference over the seeds both ran (non-finite values drop that seed)."""
+    cell = {(r["strategy"], r["ratio"], r["seed"]): r for r in rows}
+    out = []
+    strategies = sorted({r["strategy"] for r in rows} - {baseline, FULL}, key=strategy_order)
+    ratios = sorted({r["ratio"] for r in rows if r["strategy"] == baseline})
+    for s in strategies:
+        for ratio in ratios:
+            seeds = sorted(seed for (st, ra, seed) in cell if st == s and ra == ratio
+                           and (baseline, ratio, seed) in cell)
+            if not seeds:
+                continue
+            for m in METRICS:
+                pairs = [(seed, cell[(s, ratio, seed)][m] - cell[(baseline, ratio, seed)][m]) for seed in seeds]
+                pairs = [(seed, d) for seed, d in pairs if math.isfinite(d)]
+                mean, lo, hi, n = t_interval([d for _, d in pairs], confidence)
+                out.append(PairedDiff(s, ratio, m, mean, lo, hi, n, [seed for seed, _ in pairs]))
+    return out
+
+
+def strategy_order(name: str) -> tuple[int, str]:
+    """random first, the upper bound last, the rest alphabetical."""
+    return (0 if name == BASELINE else 2 if name == FULL else 1, name)
+
+
+def _order(item: tuple[tuple[str, float], Any]) -> tuple:
+    (strategy, ratio), _ = item
+    return (*strategy_order(strategy), ratio)

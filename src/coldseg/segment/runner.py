@@ -1,0 +1,282 @@
+"""Run many segmentation trainings (strategy × ratio × seed) and score each on a fixed test set.
+
+``run_jobs`` yields every job as soon as it finishes, so a sweep can save results immediately.
+
+CPU: jobs run one after another in this process (a CPU is saturated by one training's threads).
+
+CUDA: ``workers`` processes (``torch.multiprocessing`` spawn), each holding the whole pair set on the
+GPU and taking jobs from a queue. One 128-px U-Net training with batch 32 leaves an H100 idle much of
+the time (kernel launches, the optimiser step, and HD95, which runs on the CPU while scoring), so
+several trainings share the card. Separate processes were chosen over several models stepped in one
+process because they need no change to the training code (each job is exactly the single-job code
+path, so a result does not depend on which jobs it ran beside), they launch kernels from separate
+Python interpreters (no GIL contention), they overlap one job's CPU-side scoring with other jobs'
+GPU work, and a crash is confined to one job. An exception in a worker stops the run and is raised
+here as :class:`SegJobError` with the job key and the worker's traceback; a worker that dies without
+a word (killed, out of memory) is reported the same way.
+
+``predict_proba`` (optionally with MC dropout) and ``bottleneck_features`` serve the iterative
+baselines (Bayesian / MC-dropout uncertainty, core-set on U-Net features).
+"""
+from __future__ import annotations
+
+import os
+import queue
+import time
+import traceback
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from coldseg.data.pairs import PairSet
+from coldseg.segment.metrics import evaluate
+from coldseg.segment.train import SegConfig, as_tensor, normalise, resolve_device, train_segmenter
+from coldseg.segment.unet import bottleneck_module, probabilities
+
+
+@dataclass
+class SegJob:
+    key: str                 # caller's name for the job, e.g. "ca/10%/seed0"
+    train_idx: np.ndarray    # indices into the PairSet (the labelled subset)
+    seed: int                # seeds weight init, batch sampling, augmentation, dropout
+
+
+class SegJobError(RuntimeError):
+    """A training job failed (in this process or in a worker); the message holds its traceback."""
+
+
+def _device_name(dev: torch.device) -> str:
+    if dev.type == "cuda":
+        return f"{dev} ({torch.cuda.get_device_name(dev)})"
+    return str(dev)
+
+
+def _run_one(x_all: torch.Tensor, y_all: torch.Tensor, test_x: torch.Tensor, test_y: np.ndarray,
+             train_idx: np.ndarray, seed: int, cfg: SegConfig, dev: torch.device,
+             n_classes: int) -> dict:
+    t0 = time.perf_counter()
+    idx = torch.as_tensor(train_idx, dtype=torch.long, device=dev)
+    model = train_segmenter(x_all[idx], y_all[idx], cfg, seed=seed, device=dev, n_classes=n_classes)
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    t1 = time.perf_counter()
+    scores = evaluate(model, test_x, test_y, device=dev, n_classes=n_classes)
+    return {"dice_mean": float(scores["dice"].mean()), "hd95_mean": float(scores["hd95"].mean()),
+            "dice": scores["dice"], "hd95": scores["hd95"], "train_seconds": t1 - t0,
+            "eval_seconds": time.perf_counter() - t1, "n_train": int(len(train_idx)),
+            "steps": cfg.steps, "seed": int(seed), "device": _device_name(dev)}
+
+
+def _worker(rank: int, device: str, images: torch.Tensor, masks: torch.Tensor, test_idx: np.ndarray,
+            cfg: SegConfig, n_classes: int, threads: int, jobs_q, results_q) -> None:
+    """Worker process: put the data on ``device`` once, then train jobs until the None sentinel."""
+    jno = None
+    try:
+        torch.set_num_threads(threads)
+        dev = torch.device(device)
+        if dev.type == "cuda":
+            torch.cuda.set_device(dev)
+            torch.backends.cudnn.benchmark = True
+        x_all, y_all = images.to(dev), masks.to(dev)
+        t = torch.as_tensor(test_idx, dtype=torch.long, device=dev)
+        test_x, test_y = x_all[t], masks[torch.as_tensor(test_idx)].numpy()
+        while (item := jobs_q.get()) is not None:
+            jno, train_idx, seed = item
+            results_q.put(("start", rank, jno, None))
+            res = _run_one(x_all, y_all, test_x, test_y, train_idx, seed, cfg, dev, n_classes)
+            results_q.put(("done", rank, jno, res))
+            jno = None
+    except BaseException:  # noqa: BLE001 - everything must reach the parent
+        results_q.put(("error", rank, jno, traceback.format_exc()))
+
+
+def _check_jobs(jobs: Sequence[SegJob], n: int, test_idx: np.ndarray) -> None:
+    test = set(test_idx.tolist())
+    if not test:
+        raise ValueError("test_idx is empty; pass the test side of pool_test_split")
+    if min(test) < 0 or max(test) >= n:
+        raise ValueError(f"test_idx holds indices outside 0..{n - 1}")
+    for j in jobs:
+        t = np.asarray(j.train_idx)
+        if t.ndim != 1 or len(t) == 0:
+            raise ValueError(f"job {j.key!r}: train_idx must be a non-empty 1-D index array")
+        if t.min() < 0 or t.max() >= n:
+            raise ValueError(f"job {j.key!r}: train_idx holds indices outside 0..{n - 1}")
+        leak = test.intersection(t.tolist())
+        if leak:
+            raise ValueError(f"job {j.key!r}: {len(leak)} training image(s) are in the test set "
+                             f"(e.g. index {min(leak)}); select from the pool side only")
+
+
+def run_jobs(jobs: Sequence[SegJob], pairs: PairSet, test_idx: np.ndarray, cfg: SegConfig, *,
+             device: str | torch.device | None = None, workers: int | None = None,
+             progress: bool = True) -> Iterator[tuple[SegJob, dict]]:
+    """Train and score every job; yield ``(job, result)`` in completion order.
+
+    result: ``dice_mean``, ``hd95_mean``, ``dice`` (n_test,), ``hd95`` (n_test,), ``train_seconds``,
+    ``device`` (and ``eval_seconds``, ``n_train``, ``steps``, ``seed``).
+    ``workers``: default 1 on CPU, ``min(8, cpu_count // 2, len(jobs))`` on CUDA; > 1 uses worker
+    processes (also on CPU, where it rarely pays).
+    """
+    jobs = list(jobs)
+    test_idx = np.asarray(test_idx, dtype=np.int64)
+    _check_jobs(jobs, len(pairs), test_idx)
+    if not jobs:
+        return
+    dev = resolve_device(device)
+    if workers is None:
+        workers = 1 if dev.type == "cpu" else min(8, max(1, (os.cpu_count() or 2) // 2))
+    workers = max(1, min(int(workers), len(jobs)))
+    bar = tqdm(total=len(jobs), desc="segmentation jobs", unit="job", disable=not progress)
+    try:
+        results = (_run_inline(jobs, pairs, test_idx, cfg, dev) if workers == 1
+                   else _run_pool(jobs, pairs, test_idx, cfg, dev, workers))
+        for job, res in results:
+            bar.update(1)
+            bar.set_postfix(dice=f"{res['dice_mean']:.3f}", key=job.key)
+            yield job, res
+    finally:
+        bar.close()
+
+
+def _run_inline(jobs, pairs, test_idx, cfg, dev) -> Iterator[tuple[SegJob, dict]]:
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    x_all, y_all = as_tensor(pairs.images, dev), as_tensor(pairs.masks, dev)
+    test_x = x_all[torch.as_tensor(test_idx, device=dev)]
+    test_y = pairs.masks[test_idx]
+    for job in jobs:
+        try:
+            res = _run_one(x_all, y_all, test_x, test_y, np.asarray(job.train_idx), job.seed, cfg,
+                           dev, pairs.n_classes)
+        except Exception as e:
+            raise SegJobError(f"job {job.key!r} failed on {dev}: {type(e).__name__}: {e}") from e
+        yield job, res
+
+
+def _run_pool(jobs, pairs, test_idx, cfg, dev, workers) -> Iterator[tuple[SegJob, dict]]:
+    ctx = torch.multiprocessing.get_context("spawn")
+    jobs_q, results_q = ctx.Queue(), ctx.Queue()
+    for jno, job in enumerate(jobs):
+        jobs_q.put((jno, np.asarray(job.train_idx), int(job.seed)))
+    for _ in range(workers):
+        jobs_q.put(None)
+    images = torch.from_numpy(pairs.images).share_memory_()
+    masks = torch.from_numpy(pairs.masks).share_memory_()
+    threads = 2 if dev.type == "cuda" else max(1, (os.cpu_count() or 1) // workers)
+    procs = [ctx.Process(target=_worker, args=(r, str(dev), images, masks, test_idx, cfg,
+                                               pairs.n_classes, threads, jobs_q, results_q),
+                         daemon=True, name=f"coldseg-seg-{r}") for r in range(workers)]
+    for p in procs:
+        p.start()
+    holding: dict[int, int] = {}                     # worker rank -> job number it is training
+    left = len(jobs)
+    try:
+        while left:
+            try:
+                kind, rank, jno, payload = results_q.get(timeout=2.0)
+            except queue.Empty:
+                for r, p in enumerate(procs):
+                    if not p.is_alive() and (r in holding or p.exitcode != 0):
+                        what = f"job {jobs[holding[r]].key!r}" if r in holding else "no job"
+                        raise SegJobError(f"segmentation worker {r} on {dev} died (exit code "
+                                          f"{p.exitcode}) while running {what}; if it was killed "
+                                          f"for memory, pass fewer workers") from None
+                continue
+            if kind == "start":
+                holding[rank] = jno
+            elif kind == "done":
+                holding.pop(rank, None)
+                left -= 1
+                yield jobs[jno], payload
+            else:
+                what = f"running job {jobs[jno].key!r}" if jno is not None else "setting up"
+                raise SegJobError(f"segmentation worker {rank} on {dev} failed while {what}:\n"
+                                  f"{payload}")
+    finally:
+        for p in procs:
+            if p.is_alive() and left:
+                p.terminate()
+        for p in procs:
+            p.join(timeout=10)
+
+
+def _dropout_on(model: nn.Module) -> int:
+    """Eval mode everywhere except dropout layers; returns how many dropout layers have p > 0."""
+    model.eval()
+    n = 0
+    for mod in model.modules():
+        if isinstance(mod, nn.modules.dropout._DropoutNd):
+            mod.train()
+            n += mod.p > 0
+    return n
+
+
+@torch.no_grad()
+def predict_proba(model: nn.Module, images_u8: np.ndarray | torch.Tensor, *,
+                  device: str | torch.device | None = None, mc_samples: int = 0,
+                  reduce: str = "mean", batch_size: int = 64, seed: int = 0) -> np.ndarray:
+    """Class probabilities, float32 numpy.
+
+    mc_samples=0: (n, C, S, S) from the model in eval mode (binary: C = 2, [1 - p, p]).
+    mc_samples=T>0: T passes with dropout on and BatchNorm in eval mode (MC dropout), seeded;
+    ``reduce="mean"`` -> (n, C, S, S) mean over passes, ``reduce="stack"`` -> (T, n, C, S, S).
+    """
+    if reduce not in ("mean", "stack"):
+        raise ValueError(f"reduce={reduce!r}; use 'mean' or 'stack'")
+    if mc_samples < 0:
+        raise ValueError(f"mc_samples={mc_samples} must be >= 0")
+    dev = resolve_device(device)
+    x_all = as_tensor(images_u8, dev)
+    cuda = dev.type == "cuda"
+    fmt = torch.channels_last if cuda else torch.contiguous_format
+    passes = max(1, mc_samples)
+    if mc_samples and not _dropout_on(model):
+        warnings.warn("MC dropout on a model without dropout gives identical samples; train it with "
+                      "SegConfig(dropout=0.1) or similar", stacklevel=2)
+    elif not mc_samples:
+        model.eval()
+    fork_devices = [dev.index if dev.index is not None else torch.cuda.current_device()] if cuda else []
+    stacked = bool(mc_samples) and reduce == "stack"
+    out = []
+    try:
+        with torch.random.fork_rng(devices=fork_devices):
+            torch.manual_seed(seed)                      # dropout masks
+            for i in range(0, x_all.shape[0], batch_size):
+                x = normalise(x_all[i:i + batch_size]).contiguous(memory_format=fmt)
+                ps = []
+                for _ in range(passes):
+                    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cuda):
+                        ps.append(probabilities(model(x)))                 # (b, C, S, S)
+                p = torch.stack(ps)                                        # (T, b, C, S, S)
+                out.append((p if stacked else p.mean(0)).cpu())
+    finally:
+        model.eval()
+    return torch.cat(out, dim=1 if stacked else 0).numpy()
+
+
+@torch.no_grad()
+def bottleneck_features(model: nn.Module, images_u8: np.ndarray | torch.Tensor, *,
+                        device: str | torch.device | None = None, batch_size: int = 64) -> np.ndarray:
+    """(n, d) float32: the deepest encoder activations, averaged over space (d = channels[-1])."""
+    dev = resolve_device(device)
+    x_all = as_tensor(images_u8, dev)
+    cuda = dev.type == "cuda"
+    fmt = torch.channels_last if cuda else torch.contiguous_format
+    grabbed: list[torch.Tensor] = []
+    hook = bottleneck_module(model).register_forward_hook(
+        lambda _m, _i, o: grabbed.append(o.float().mean(dim=(2, 3))))     # (b, d)
+    model.eval()
+    try:
+        for i in range(0, x_all.shape[0], batch_size):
+            x = normalise(x_all[i:i + batch_size]).contiguous(memory_format=fmt)
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cuda):
+                model(x)
+    finally:
+        hook.remove()
+    return torch.cat(grabbed).cpu().numpy()

@@ -1,0 +1,111 @@
+"""MoCo pieces against direct formulas: InfoNCE, momentum update, queue, split BN, augmentations."""
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from coldseg.features.augment import CANDIDATES, AugmentConfig, base_view, candidate_names, resized_crop
+from coldseg.features.encoder import SplitBatchNorm2d, resnet18
+from coldseg.features.moco import MoCo, ProjectionHead, info_nce, update_momentum
+
+
+def test_info_nce_matches_direct_formula():
+    g = torch.Generator().manual_seed(0)
+    q = F.normalize(torch.randn(4, 8, generator=g), dim=1)
+    k = F.normalize(torch.randn(4, 8, generator=g), dim=1)
+    queue = F.normalize(torch.randn(6, 8, generator=g), dim=1)
+    T = 0.2
+    direct = []
+    for i in range(4):
+        pos = math.exp(float(q[i] @ k[i]) / T)
+        neg = sum(math.exp(float(q[i] @ queue[j]) / T) for j in range(6))
+        direct.append(-math.log(pos / (pos + neg)))
+    assert float(info_nce(q, k, queue, T)) == pytest.approx(np.mean(direct), rel=1e-5)
+
+
+def test_info_nce_is_minimal_when_positive_matches_and_negatives_are_opposite():
+    q = torch.tensor([[1.0, 0.0]])
+    # l_pos = 1, l_neg = -1 (three times), T = 1: loss = log(1 + 3 e^-2)
+    assert float(info_nce(q, q, -q.repeat(3, 1), 1.0)) == pytest.approx(math.log(1 + 3 * math.exp(-2)), rel=1e-6)
+
+
+def test_update_momentum_formula():
+    a, b = ProjectionHead(3, 4, 2), ProjectionHead(3, 4, 2)
+    before = [p.detach().clone() for p in b.parameters()]
+    update_momentum(a, b, 0.9)
+    for pa, pb, p0 in zip(a.parameters(), b.parameters(), before):
+        assert torch.allclose(pb, 0.9 * p0 + 0.1 * pa.detach())
+
+
+def test_update_momentum_m_zero_copies_and_m_one_keeps():
+    a, b = ProjectionHead(3, 4, 2), ProjectionHead(3, 4, 2)
+    keep = [p.detach().clone() for p in b.parameters()]
+    update_momentum(a, b, 1.0)
+    assert all(torch.equal(p, k) for p, k in zip(b.parameters(), keep))
+    update_momentum(a, b, 0.0)
+    assert all(torch.equal(p, q) for p, q in zip(b.parameters(), a.parameters()))
+
+
+def test_queue_wraps_around_and_key_encoder_is_frozen():
+    m = MoCo(resnet18(width=4), dim=8, K=5, generator=torch.Generator().manual_seed(0))
+    assert all(not p.requires_grad for p in m.encoder_k.parameters())
+    k1 = F.normalize(torch.ones(3, 8), dim=1)
+    m._enqueue(k1)
+    assert int(m.queue_ptr) == 3
+    k2 = F.normalize(-torch.ones(3, 8), dim=1)
+    m._enqueue(k2)  # fills slots 3, 4, then wraps to 0
+    assert int(m.queue_ptr) == 1
+    assert torch.allclose(m.queue[0], k2[2]) and torch.allclose(m.queue[1], k1[1])
+
+
+def test_moco_step_changes_only_query_by_gradient():
+    torch.manual_seed(0)
+    m = MoCo(resnet18(width=4), dim=8, K=16, m=0.5, generator=torch.Generator().manual_seed(0))
+    x = torch.rand(4, 3, 32, 32)
+    k_before = [p.clone() for p in m.encoder_k.parameters()]
+    q_before = [p.clone() for p in m.encoder_q.parameters()]
+    loss = m(x, x.flip(-1), shuffle=torch.tensor([2, 0, 3, 1]))
+    loss.backward()
+    # the key encoder moved to 0.5 * old + 0.5 * query (momentum), without gradients
+    for pk, pk0, pq0 in zip(m.encoder_k.parameters(), k_before, q_before):
+        assert pk.grad is None
+        assert torch.allclose(pk, 0.5 * pk0 + 0.5 * pq0)
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in m.encoder_q.parameters())
+
+
+def test_split_batchnorm_normalises_each_group():
+    bn = SplitBatchNorm2d(2, num_splits=2, affine=False)
+    x = torch.empty(8, 2, 3, 3)
+    x[0::2] = torch.randn(4, 2, 3, 3)           # sub-batch 0: samples 0, 2, 4, 6
+    x[1::2] = 10 + 5 * torch.randn(4, 2, 3, 3)  # sub-batch 1: samples 1, 3, 5, 7
+    y = bn(x)
+    for half in (y[0::2], y[1::2]):  # each sub-batch is standardised on its own
+        assert half.mean((0, 2, 3)).abs().max() < 1e-5
+    bn.eval()
+    assert bn(x).shape == x.shape
+
+
+def test_augmentations_keep_shape_range_and_are_seeded():
+    x = torch.rand(6, 3, 32, 32)
+    cfg = AugmentConfig(extra="rotation")
+    a = base_view(x, torch.Generator().manual_seed(1), cfg)
+    b = base_view(x, torch.Generator().manual_seed(1), cfg)
+    assert a.shape == x.shape and torch.equal(a, b)
+    assert a.min() >= 0 and a.max() <= 1
+    for name, t in CANDIDATES.items():
+        y = t(x, torch.Generator().manual_seed(0))
+        assert y.shape == x.shape and torch.isfinite(y).all(), name
+
+
+def test_full_crop_without_flip_is_identity():
+    x = torch.rand(2, 3, 16, 16)
+    y = resized_crop(x, torch.Generator().manual_seed(0), scale=(1.0, 1.0), ratio=(1.0, 1.0), flip=False)
+    assert torch.allclose(x, y, atol=1e-5)
+
+
+def test_grayscale_pools_drop_colour_candidates():
+    assert "color" not in candidate_names(True) and "color" in candidate_names(False)
+    with pytest.raises(ValueError, match="unknown augmentation"):
+        candidate_names(False, "crop,sparkle")
