@@ -135,12 +135,16 @@ def select(images_dir: str | Path, budget: int | str, *, out: str | Path | None 
 
     budget: a number of images (50) or a percentage of the readable pool ("10%").
     features: a features file or (n, d) array to use instead of training MoCo.
+    moco: full MoCo settings; when given, its ``image_size``, ``epochs`` and ``batch_size`` are used
+    (the pool is read at ``moco.image_size``) and the three plain arguments are ignored.
     Raises ValueError (PoolError, FeaturesError) for bad input and OutputError when ``out`` cannot be
     written; in both cases nothing is left in ``out``.
     """
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
     selector = get_selector(strategy, **(strategy_params or {}))
+    if moco is not None:
+        image_size = moco.image_size
     outdir = OutputDir(out) if out is not None else None
     try:
         dev = pick_device(device)
@@ -214,7 +218,12 @@ def embed(images_dir: str | Path, out: str | Path, *, seed: int = 0, image_size:
           batch_size: int = 128, resume: bool = False, device: str | None = None,
           cache_dir: str | Path | None = None, moco: MocoConfig | None = None,
           progress: bool = True) -> np.ndarray:
-    """Train MoCo on the pool and write only ``features.npy``, ``feature_ids.txt`` and ``manifest.json``."""
+    """Train MoCo on the pool and write only ``features.npy``, ``feature_ids.txt`` and ``manifest.json``.
+
+    moco: full MoCo settings; when given, the pool is read at ``moco.image_size`` (as in :func:`select`).
+    """
+    if moco is not None:
+        image_size = moco.image_size
     outdir = OutputDir(out)
     try:
         dev = pick_device(device)

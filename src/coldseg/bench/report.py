@@ -33,13 +33,17 @@ def write_report(out_dir: str | os.PathLike) -> dict[str, Path]:
 
 
 def plot_figure(summ: list[Summary], path: str | os.PathLike, *, title: str = "") -> None:
-    """Two panels (Dice, HD95) vs % labelled; one line with a ±std band per strategy."""
+    """Two panels (Dice, HD95) vs % labelled: mean with ±std error bars per strategy; the upper bound as a
+    dotted line with a grey ±std band."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(11, 4.2), layout="constrained")
     FigureCanvasAgg(fig)
     strategies = sorted({s.strategy for s in summ} - {FULL}, key=strategy_order)
+    ratios = sorted({s.ratio for s in summ if s.strategy != FULL})
+    span = (ratios[-1] - ratios[0]) if len(ratios) > 1 else 1.0
+    dodge = 0.008 * span                     # error bars of strategies side by side, not on top
     for k, metric in enumerate(METRICS):
         ax = fig.add_subplot(1, 2, k + 1)
         for i, strat in enumerate(strategies):
@@ -47,16 +51,17 @@ def plot_figure(summ: list[Summary], path: str | os.PathLike, *, title: str = ""
             pts = [s for s in pts if math.isfinite(s.mean)]
             if not pts:
                 continue
-            x = [s.ratio for s in pts]
+            x = [s.ratio + (i - (len(strategies) - 1) / 2) * dodge for s in pts]
             y = [s.mean for s in pts]
             sd = [s.std if math.isfinite(s.std) else 0.0 for s in pts]
-            style = dict(color="black", ls="--") if strat == BASELINE else dict(color=f"C{i % 10}")
-            ax.plot(x, y, marker="o", ms=4, label=strat, **style)
-            ax.fill_between(x, [a - b for a, b in zip(y, sd)], [a + b for a, b in zip(y, sd)],
-                            color=style["color"], alpha=0.15, lw=0)
+            style = dict(color="black", ls="--") if strat == BASELINE else dict(color=f"C{(i - 1) % 10}")
+            ax.errorbar(x, y, yerr=sd, marker="o", ms=4, capsize=3, lw=1.5, elinewidth=1, label=strat, **style)
         full = [s for s in summ if s.strategy == FULL and s.metric == metric and math.isfinite(s.mean)]
         if full:
-            ax.axhline(full[0].mean, color="grey", ls=":", lw=1.5, label=f"all labels ({full[0].mean:.3f})")
+            f = full[0]
+            ax.axhline(f.mean, color="grey", ls=":", lw=1.5, label=f"all labels ({f.mean:.3f})")
+            if math.isfinite(f.std):
+                ax.axhspan(f.mean - f.std, f.mean + f.std, color="grey", alpha=0.12, lw=0)
         ax.set_xlabel("% of the pool labelled")
         ax.set_ylabel(_LABEL[metric])
         ax.grid(alpha=0.3)
@@ -130,7 +135,17 @@ def _settings_lines(record: dict[str, Any], rows: list[dict[str, Any]]) -> tuple
     secs = sum(r["train_seconds"] for r in rows)
     items += [("runs", str(len(rows))), ("devices", ", ".join(devices)),
               ("training seconds (sum over runs)", f"{secs:.0f}")]
-    return items, list(record.get("commands", []))
+    commands = []
+    for sess in record.get("sessions", []):
+        facts = [f"started {sess['started']}"] if sess.get("started") else []
+        if sess.get("wall_seconds") is not None:
+            facts.append(f"wall time {sess['wall_seconds']:.0f} s")
+        if sess.get("new_runs") is not None:
+            facts.append(f"{sess['new_runs']} new run(s), {sess.get('skipped_runs', 0)} skipped")
+        if sess.get("device"):
+            facts.append(f"device {sess['device']}")
+        commands.append(f"{sess.get('command', '?')}\n    # " + "; ".join(facts) if facts else sess.get("command", "?"))
+    return items, commands
 
 
 def render_markdown(rows, summ, diffs, record) -> str:

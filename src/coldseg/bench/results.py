@@ -2,9 +2,11 @@
 
 An output folder holds:
   settings.json   the settings every run in the folder shares (compared on every rerun) and the
-                  commands that wrote to the folder;
+                  sessions (command, start, wall time) that wrote to the folder;
   results.csv     one row per finished run (COLUMNS), appended, flushed and fsynced as each run ends;
-  runs.jsonl      one JSON object per finished run: the same key plus the picked image ids, in order;
+  runs.jsonl      one JSON object per finished run: the same key plus the picked image ids, in order
+                  (a run redone after a crash appends again: the last record of a key wins);
+  iterative_selections.jsonl  picks of iterative strategies, reused when only the final training is missing;
   features/       cached pool features, one file per seed.
 
 A run is identified by (dataset, strategy, ratio, seed); a rerun skips every key already in results.csv.
@@ -142,10 +144,29 @@ def done_keys(out_dir: str | os.PathLike) -> set[RunKey]:
 
 def append_run_record(out_dir: str | os.PathLike, record: dict[str, Any]) -> None:
     """One JSON line in runs.jsonl (picked ids in order, round sizes, selector info)."""
-    with open(Path(out_dir) / RUNS, "a", encoding="utf-8") as f:
+    append_jsonl(Path(out_dir) / RUNS, record)
+
+
+def append_jsonl(path: str | os.PathLike, record: dict[str, Any]) -> None:
+    """Append one JSON line, flushed and fsynced."""
+    with open(path, "a", encoding="utf-8") as f:
         f.write(json.dumps(record, default=_json_default) + "\n")
         f.flush()
         os.fsync(f.fileno())
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Every complete JSON line of ``path`` (a line cut short by a crash is skipped); [] if absent."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue
+    return out
 
 
 def _json_default(o: Any) -> Any:
@@ -175,33 +196,55 @@ def read_settings(out_dir: str | os.PathLike) -> dict[str, Any] | None:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def check_or_write_settings(out_dir: str | os.PathLike, settings: dict[str, Any], command: str | None) -> None:
+def check_or_write_settings(out_dir: str | os.PathLike, settings: dict[str, Any]) -> None:
     """Record ``settings`` in a fresh folder, or demand that they equal the recorded ones.
 
-    Raises SettingsMismatch naming every differing setting; appends ``command`` to the command log.
+    Raises SettingsMismatch naming every differing setting and how to proceed.
     """
     out = Path(out_dir)
     old = read_settings(out)
-    settings = json.loads(json.dumps(settings))  # normalise tuples, numpy scalars
+    settings = json.loads(json.dumps(settings, default=_json_default))  # tuples -> lists, numpy -> python
     if old is None:
-        if (out / RESULTS).exists() and read_results(out):
+        if read_results(out):
             raise SettingsMismatch(f"{out / RESULTS} exists but {out / SETTINGS} does not: the settings of "
                                    "those runs are unknown; choose a fresh --out folder")
-        record = {"settings": settings, "commands": []}
+        atomic_write_text(out / SETTINGS, json.dumps({"settings": settings, "sessions": []}, indent=1,
+                                                     sort_keys=True) + "\n")
+        return
+    diffs = _diff(old.get("settings", {}), settings)
+    if diffs:
+        lines = "; ".join(f"{k}: folder has {a!r}, this command gives {b!r}" for k, a, b in diffs)
+        raise SettingsMismatch(f"{out} holds runs made with other settings ({lines}). Rerun with the "
+                               "folder's settings to resume, or choose a fresh --out folder")
+
+
+def log_session(out_dir: str | os.PathLike, entry: dict[str, Any], *, update_last: bool = False) -> None:
+    """Append ``entry`` (command, start time, ...) to the folder's session log, or merge it into the
+    last entry (``update_last``: wall time and run counts once the command ends)."""
+    out = Path(out_dir)
+    record = read_settings(out) or {"settings": {}, "sessions": []}
+    sessions = record.setdefault("sessions", [])
+    if update_last and sessions:
+        sessions[-1].update(entry)
     else:
-        diffs = _diff(old.get("settings", {}), settings)
-        if diffs:
-            lines = "; ".join(f"{k}: folder has {a!r}, this command gives {b!r}" for k, a, b in diffs)
-            raise SettingsMismatch(f"{out} holds runs made with other settings ({lines}). Rerun with the "
-                                   "folder's settings to resume, or choose a fresh --out folder")
-        record = old
-    if command:
-        record.setdefault("commands", []).append(command)
-    atomic_write_text(out / SETTINGS, json.dumps(record, indent=1, sort_keys=True) + "\n")
+        sessions.append(entry)
+    atomic_write_text(out / SETTINGS, json.dumps(record, indent=1, sort_keys=True, default=_json_default) + "\n")
 
 
 def _diff(a: dict[str, Any], b: dict[str, Any]) -> list[tuple[str, Any, Any]]:
-    return [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    """(dotted key, a's value, b's value) for every differing leaf: 'seg.steps', not all of 'seg'."""
+    fa, fb = _flat(a), _flat(b)
+    return [(k, fa.get(k), fb.get(k)) for k in sorted(set(fa) | set(fb)) if fa.get(k) != fb.get(k)]
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
 
 
 def rows_by(rows: Iterable[dict[str, Any]], *fields: str) -> dict[tuple, list[dict[str, Any]]]:

@@ -19,8 +19,9 @@ def pool_test_split(n_or_ids: int | Sequence[str], groups: Sequence[str] | None 
 
     ``groups[i]`` names the source image of item ``i`` (``None``: every item is its own group).
     Groups are visited in a seeded random order and moved to the test side until it holds
-    ``round(test_fraction * n)`` items (the last group is taken only if that lands closer to the
-    target), so all items of a group end on the same side. Deterministic for a given ``seed``.
+    ``round(test_fraction * n)`` items (a group that would overshoot is taken only if that lands
+    strictly closer to the target, else skipped for a later, smaller one; the pool keeps at least one
+    item), so all items of a group end on the same side. Deterministic for a given ``seed``.
     """
     n = n_or_ids if isinstance(n_or_ids, (int, np.integer)) else len(n_or_ids)
     n = int(n)
@@ -50,7 +51,7 @@ def pool_test_split(n_or_ids: int | Sequence[str], groups: Sequence[str] | None 
         size = len(members[g])
         if len(test) + size >= n:
             continue                               # the pool side must keep at least one item
-        if test and abs(len(test) + size - target) > abs(len(test) - target):
+        if test and abs(len(test) + size - target) >= abs(len(test) - target):
             continue                               # this group would overshoot; try a smaller one
         test.extend(members[g])
     test_idx = np.sort(np.asarray(test, dtype=np.int64))

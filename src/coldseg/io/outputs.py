@@ -27,13 +27,14 @@ class OutputError(OSError):
 class OutputDir:
     def __init__(self, out: str | os.PathLike):
         self.path = Path(out)
-        self._created = False
+        self._created: list[Path] = []  # folders this run made (DIR and missing parents), deepest first
         try:
             if self.path.exists() and not self.path.is_dir():
                 raise OutputError(f"output path {str(self.path)!r} exists and is not a folder")
             if not self.path.exists():
+                missing = [self.path] + [p for p in self.path.parents if not p.exists()]
                 self.path.mkdir(parents=True)
-                self._created = True
+                self._created = [p for p in missing if p.is_dir()]
             self.stage = Path(tempfile.mkdtemp(prefix=".coldseg-staging-", dir=self.path))
         except OutputError:
             raise
@@ -81,11 +82,11 @@ class OutputDir:
 
     def abort(self) -> None:
         shutil.rmtree(self.stage, ignore_errors=True)
-        if self._created:
+        for folder in self._created:  # only empty ones go: rmdir refuses anything else
             try:
-                self.path.rmdir()
+                folder.rmdir()
             except OSError:
-                pass
+                break
 
     def __enter__(self) -> "OutputDir":
         return self

@@ -1,12 +1,16 @@
 """The report of a selection run: one self-contained HTML page and the PNGs it shows.
 
 :func:`write_report` reads the manifest tolerantly: a missing key drops its row, never the report.
-Keys read (first one present wins):
-  strategy  selection.strategy | selection.name | strategy      params  selection.params
-  budget    selection.budget | budget (else the number of picks) pool size  pool.size | pool.n_images | pool.n
-  seed      seed | selection.seed                                 K       selection.info.k
-  silhouette selection.info.silhouette {str(K): score}            device  device | features.device | encoder.device
-  augmentation  augmentation.winner / .candidates {name: loss}    timings timings | timing {stage: seconds}
+Keys read (first one present wins; the layout of ``coldseg.api.select`` first):
+  strategy  strategy | selection.strategy | selection.name     params   strategy_params | selection.params
+  budget    budget | selection.budget (else the number of picks), budget_requested
+  pool      pool.size | pool.n_images | pool.n (else len(ids)), pool.root, pool.grayscale
+  seed      seed | selection.seed      image_size      features.source, features.dim
+  K         selection.info.k           silhouette  selection.info.silhouette {str(K): score}
+  (selection.info falls back to ``selection.info`` when the manifest has none)
+  augmentation  augmentation.winner, .candidates {name: loss} (or features.augmentation)
+  device    device | features.device | encoder.device      timings  timings | timing {stage: seconds}
+  version, created     coldseg | version, created
   skipped / duplicates  pool.skipped [{id, reason}] / pool.duplicates [{id, same_as}]
 Every id and manifest string is HTML-escaped; figures are referenced by relative file name.
 """
@@ -145,17 +149,27 @@ def _first(d: dict, *paths: tuple[str, ...]) -> Any:
     return None
 
 
+_PATHS: dict[str, list[tuple[str, ...]]] = {
+    "strategy": [("strategy",), ("selection", "strategy"), ("selection", "name")],
+    "params": [("strategy_params",), ("selection", "params")],
+    "budget": [("budget",), ("selection", "budget")],
+    "budget_requested": [("budget_requested",)],
+    "pool": [("pool", "size"), ("pool", "n_images"), ("pool", "n")],
+    "root": [("pool", "root")],
+    "grayscale": [("pool", "grayscale")],
+    "seed": [("seed",), ("selection", "seed")],
+    "image_size": [("image_size",)],
+    "features": [("features", "source")],
+    "dim": [("features", "dim")],
+    "device": [("device",), ("features", "device"), ("encoder", "device")],
+    "timings": [("timings",), ("timing",)],
+    "version": [("coldseg",), ("version",)],
+    "created": [("created",)],
+}
+
+
 def _summary_value(m: dict, what: str) -> Any:
-    paths = {
-        "strategy": [("selection", "strategy"), ("selection", "name"), ("strategy",)],
-        "params": [("selection", "params")],
-        "budget": [("selection", "budget"), ("budget",)],
-        "pool": [("pool", "size"), ("pool", "n_images"), ("pool", "n")],
-        "seed": [("seed",), ("selection", "seed")],
-        "device": [("device",), ("features", "device"), ("encoder", "device")],
-        "timings": [("timings",), ("timing",)],
-    }[what]
-    return _first(m, *paths)
+    return _first(m, *_PATHS[what])
 
 
 def _s(v: Any) -> str:
@@ -172,39 +186,46 @@ def _row(name: str, value: Any) -> str:
 
 
 def _summary(m: dict, info: dict, n_ids: int, n_picks: int) -> str:
+    v = {key: _summary_value(m, key) for key in _PATHS}
     rows = []
-    for label, key in (("strategy", "strategy"), ("parameters", "params")):
-        v = _summary_value(m, key)
-        if v is not None:
-            rows.append(_row(label, v))
-    budget = _summary_value(m, "budget")
-    budget = n_picks if budget is None else budget
-    pool = _summary_value(m, "pool")
-    pool = n_ids if pool is None else pool
-    ratio = f" ({100 * float(budget) / float(pool):.1f}% of the pool)" if _is_num(budget) and _is_num(pool) and \
-        float(pool) > 0 else ""
-    rows.append(_row("budget", f"{_s(budget)}{ratio}"))
+    if v["strategy"] is not None:
+        rows.append(_row("strategy", v["strategy"]))
+    if v["params"]:
+        rows.append(_row("parameters", v["params"]))
+    budget = n_picks if v["budget"] is None else v["budget"]
+    pool = n_ids if v["pool"] is None else v["pool"]
+    text = _s(budget)
+    if _is_num(budget) and _is_num(pool) and float(pool) > 0:
+        text += f" ({100 * float(budget) / float(pool):.1f}% of the pool"
+        asked = v["budget_requested"]
+        text += f"; asked for {_s(asked)})" if asked is not None and _s(asked) != _s(budget) else ")"
+    rows.append(_row("budget", text))
     rows.append(_row("pool size", pool))
-    for label, key in (("seed", "seed"),):
-        v = _summary_value(m, key)
-        if v is not None:
-            rows.append(_row(label, v))
+    for label, key in (("images folder", "root"), ("grayscale pool", "grayscale"), ("seed", "seed"),
+                       ("image size", "image_size")):
+        if v[key] is not None:
+            rows.append(_row(label, v[key]))
     if info.get("k") is not None:
         rows.append(_row("K (clusters)", info["k"]))
+    if v["features"] is not None:
+        rows.append(_row("features", f"{_s(v['features'])}" + (f", {_s(v['dim'])}-d" if v["dim"] else "")))
     aug = m.get("augmentation")
     aug = aug if isinstance(aug, dict) else _dig(m, "features", "augmentation")
     winner = aug.get("winner") if isinstance(aug, dict) else None
     if winner is not None:
         rows.append(_row("augmentation winner (eq. 7, hardest)", winner))
-    dev = _summary_value(m, "device")
-    if dev is not None:
-        rows.append(_row("device", dev))
-    timings = _summary_value(m, "timings")
+    if v["device"] is not None:
+        rows.append(_row("device", v["device"]))
+    timings = v["timings"]
     if isinstance(timings, dict):
-        for stage, sec in timings.items():
-            rows.append(_row(f"time: {stage}", f"{sec:.1f} s" if _is_num(sec) else sec))
+        for stage, sec in timings.items():  # {"features_s": 12.3} -> "time: features", "12.3 s"
+            name = str(stage).removesuffix("_s").replace("_", " ")
+            rows.append(_row(f"time: {name}", f"{sec:.1f} s" if _is_num(sec) else sec))
     elif timings is not None:
         rows.append(_row("timings", timings))
+    for label, key in (("coldseg version", "version"), ("created", "created")):
+        if v[key] is not None:
+            rows.append(_row(label, v[key]))
     out = "<table>" + "".join(rows) + "</table>"
     cands = aug.get("candidates") if isinstance(aug, dict) else None
     if isinstance(cands, dict) and cands:
@@ -263,6 +284,10 @@ def _picks_table(ids, picks, clusters, distances, has_labels: bool, colours: dic
             f"<th>cluster</th><th>{escape(dist_name)}</th></tr>{rows}</table>")
 
 
+def _cell(v: Any, *, code: bool) -> str:
+    return f"<code>{escape(_s(v))}</code>" if code else escape(_s(v))
+
+
 def _pool_problems(m: dict) -> str:
     out = []
     for key, title, col, other in (("skipped", "Skipped files", "reason", "reason"),
@@ -272,8 +297,9 @@ def _pool_problems(m: dict) -> str:
             out.append(f"<h2>{title}</h2><p class=\"note\">none</p>" if isinstance(items, list) else "")
             continue
         rows = "".join(
-            f"<tr><td><code>{escape(_s(it.get('id', '?')))}</code></td><td><code>{escape(_s(it.get(other, '')))}</code></td></tr>"
-            if isinstance(it, dict) else f"<tr><td><code>{escape(_s(it))}</code></td><td></td></tr>"
+            f"<tr><td>{_cell(it.get('id', '?'), code=True)}</td>"
+            f"<td>{_cell(it.get(other, ''), code=other == 'same_as')}</td></tr>"
+            if isinstance(it, dict) else f"<tr><td>{_cell(it, code=True)}</td><td></td></tr>"
             for it in items)
         table = f"<table><tr><th>id</th><th>{col}</th></tr>{rows}</table>"
         if len(items) > 20:

@@ -6,6 +6,7 @@ kept apart (:func:`project_2d`) so that it can be tested, and reused, without dr
 from __future__ import annotations
 
 import inspect
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,8 @@ from PIL import Image  # noqa: E402
 
 DPI = 110
 GREY = (0.62, 0.62, 0.62, 1.0)
+TSNE_ITERATIONS = 750
+TSNE_ANGLE = 0.6
 MAX_LEGEND = 30  # more clusters than this: the legend lists the largest ones
 
 
@@ -30,6 +33,7 @@ class Projection:
     method: str          # "t-SNE" or "PCA"
     pca_dims: int | None  # features were first reduced to this many PCA components (None: not reduced)
     subsampled: bool      # True when only part of the pool is drawn
+    n_pool: int           # rows of the feature matrix
 
 
 def project_2d(X: np.ndarray, picks: np.ndarray, *, max_points: int = 3000, seed: int = 0) -> Projection:
@@ -42,7 +46,7 @@ def project_2d(X: np.ndarray, picks: np.ndarray, *, max_points: int = 3000, seed
     X = np.asarray(X, dtype=np.float64)
     n = X.shape[0]
     if n < 5:
-        return Projection(_pca_2d(X), np.arange(n, dtype=np.int64), "PCA", None, False)
+        return Projection(_pca_2d(X), np.arange(n, dtype=np.int64), "PCA", None, False, n)
     shown = np.arange(n, dtype=np.int64)
     pca_dims = None
     if n > max_points:
@@ -59,7 +63,7 @@ def project_2d(X: np.ndarray, picks: np.ndarray, *, max_points: int = 3000, seed
             X = PCA(n_components=50, random_state=seed).fit_transform(X)  # (n, 50), fitted on the whole pool
             pca_dims = 50
         X = X[shown]
-    return Projection(_tsne(X, seed), shown, "t-SNE", pca_dims, n > max_points)
+    return Projection(_tsne(X, seed), shown, "t-SNE", pca_dims, n > max_points, n)
 
 
 def _pca_2d(X: np.ndarray) -> np.ndarray:
@@ -78,9 +82,16 @@ def _tsne(X: np.ndarray, seed: int) -> np.ndarray:
         warnings.warn(f"all {n} feature rows are identical; the map puts every image at one point", stacklevel=3)
         return np.zeros((n, 2))
     iters = "max_iter" if "max_iter" in inspect.signature(TSNE).parameters else "n_iter"  # sklearn < 1.5
+    # 750 iterations and angle 0.6 (sklearn: 1000, 0.5) cost ~35% less CPU for the same picture at this scale
     tsne = TSNE(n_components=2, init="pca", random_state=seed, perplexity=min(30.0, (n - 1) / 3),
-                learning_rate="auto", **{iters: 1000})
-    return tsne.fit_transform(X)  # (n, 2)
+                learning_rate="auto", angle=TSNE_ANGLE, **{iters: TSNE_ITERATIONS})
+    # OpenMP threads spin while they wait: with every core busy (a shared 2-core box) two threads ran
+    # t-SNE 4x slower than one. Use half the cores this process may run on.
+    from threadpoolctl import threadpool_limits
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 2)
+    with threadpool_limits(limits=max(1, cores // 2), user_api="openmp"):
+        return tsne.fit_transform(X)  # (n, 2)
 
 
 def palette(cluster_ids) -> dict[int, tuple]:
@@ -129,7 +140,8 @@ def plot_map(path: Path, proj: Projection, labels: np.ndarray | None, picks: np.
     ax.set_yticks([])
     ax.set_xlabel(f"{proj.method} 1")
     ax.set_ylabel(f"{proj.method} 2")
-    ax.set_title(f"{proj.method} map of the features: {m} images, {len(rows)} picks", fontsize=11)
+    drawn = f"{m} of {proj.n_pool} images (random subsample)" if proj.subsampled else f"{m} images"
+    ax.set_title(f"{proj.method} map of the features: {drawn}, {len(rows)} picks", fontsize=11)
     fig.savefig(path, dpi=DPI, bbox_inches="tight")
     plt.close(fig)
     return {"points": m, "picks_shown": len(rows), "clusters": int((ids >= 0).sum()),
@@ -148,9 +160,9 @@ def plot_silhouette(path: Path, scores: dict, k: int | None) -> dict:
         v = vs[ks.tolist().index(int(k))]
         ax.axvline(int(k), color="#cc0000", ls=":", lw=1)
         ax.plot([int(k)], [v], "o", ms=12, mfc="none", mec="#cc0000", mew=2)
-        ax.annotate(f"chosen K = {int(k)}\ns = {v:.3f}", (int(k), v), xytext=(12, -12),
-                    textcoords="offset points", color="#cc0000", fontsize=9, va="top",
-                    bbox={"fc": "white", "ec": "none", "alpha": 0.85, "pad": 1.5})
+        ax.set_title(f"chosen K = {int(k)} (silhouette {v:.3f}), ringed", fontsize=10, color="#cc0000")
+    elif k is not None:
+        ax.set_title(f"chosen K = {k} is not in the sweep", fontsize=10)
     ax.set_xlabel("K (number of clusters)")
     ax.set_ylabel("silhouette coefficient")
     ax.set_xticks(ks if len(ks) <= 25 else ks[:: int(np.ceil(len(ks) / 25))])

@@ -183,10 +183,15 @@ def _run_pool(jobs, pairs, test_idx, cfg, dev, workers) -> Iterator[tuple[SegJob
             except queue.Empty:
                 for r, p in enumerate(procs):
                     if not p.is_alive() and (r in holding or p.exitcode != 0):
-                        what = f"job {jobs[holding[r]].key!r}" if r in holding else "no job"
+                        what = (f"while running job {jobs[holding[r]].key!r}" if r in holding
+                                else "before taking a job (a script that starts workers must "
+                                     "guard its code with `if __name__ == '__main__':`)")
                         raise SegJobError(f"segmentation worker {r} on {dev} died (exit code "
-                                          f"{p.exitcode}) while running {what}; if it was killed "
-                                          f"for memory, pass fewer workers") from None
+                                          f"{p.exitcode}) {what}; if it was killed for memory, "
+                                          f"pass fewer workers") from None
+                if not any(p.is_alive() for p in procs) and results_q.empty():
+                    raise SegJobError(f"all segmentation workers exited with {left} job(s) "
+                                      f"unfinished") from None
                 continue
             if kind == "start":
                 holding[rank] = jno

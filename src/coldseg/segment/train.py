@@ -34,7 +34,7 @@ class SegConfig:
     warmup_fraction: float = 0.03          # linear warm-up over this share of steps, then cosine to 0
     dropout: float = 0.0
     channels: tuple[int, ...] = field(default_factory=lambda: DEFAULT_CHANNELS)
-    num_res_units: int = 1
+    num_res_units: int = 0                 # see coldseg.segment.unet for why
     amp: bool = True                       # bf16 autocast, CUDA only
     augment: bool = True
     log_every: int = 100                   # loss readout interval when progress is on
@@ -100,7 +100,8 @@ def dice_ce_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1e-5) 
         p = torch.sigmoid(logits)
         ce = F.binary_cross_entropy_with_logits(logits, t)
     else:
-        t = F.one_hot(target.long(), logits.shape[1]).permute(0, 3, 1, 2).float()  # (B, C, H, W)
+        classes = torch.arange(logits.shape[1], device=logits.device).view(1, -1, 1, 1)
+        t = (target.unsqueeze(1).long() == classes).float()            # (B, C, H, W) one-hot, no sync
         p = torch.softmax(logits, dim=1)
         ce = F.cross_entropy(logits, target.long())
     inter = (p * t).sum(dim=(0, 2, 3))                                   # (C,)

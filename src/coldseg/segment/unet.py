@@ -1,10 +1,14 @@
 """The segmentation network: MONAI's 2-D U-Net, with every structural choice spelled out.
 
 Defaults: 5 levels (32-64-128-256-512 channels), stride-2 convolutions down and transposed
-convolutions up, BatchNorm, PReLU, ``num_res_units=1``. With ``num_res_units=0`` MONAI's U-Net has a
-single convolution per level and none after each upsampling, which is very shallow; one residual unit
-per level adds a residual path going down and a 3×3 convolution after every upsampling, for about
-1.5× the compute of ``num_res_units=0``. It is the setting this benchmark uses unless told otherwise.
+convolutions up, BatchNorm, PReLU, ``num_res_units=0`` (MONAI's plain U-Net: one convolution per
+level going down, one transposed convolution per level going up, skip connections by concatenation).
+
+Why 0 and not 1: measured on ISIC 2017 at 64 px (200 training images, 400 steps, batch 16, channels
+16-256, 200 test images, 2 seeds), ``num_res_units=0`` reached Dice 0.831 / 0.824 and 1 reached
+0.799 / 0.812 while costing 2-3× the CPU time. With residual units MONAI also puts BatchNorm + PReLU
+on the ``out_channels``-wide output of the top transposed convolution (one channel for binary
+segmentation) before its last convolution, a needless bottleneck. ``num_res_units`` stays a keyword.
 
 Output: 1 logit channel for binary segmentation (sigmoid), C channels for C classes (softmax).
 """
@@ -21,7 +25,7 @@ DEFAULT_CHANNELS = (32, 64, 128, 256, 512)
 
 def build_unet(in_channels: int = 3, out_channels: int = 1,
                channels: Sequence[int] = DEFAULT_CHANNELS, dropout: float = 0.0, *,
-               num_res_units: int = 1) -> UNet:
+               num_res_units: int = 0) -> UNet:
     """MONAI ``UNet(spatial_dims=2, strides=2 at every level, norm=BATCH)``.
 
     Input side must be divisible by ``2 ** (len(channels) - 1)`` (16 for the 5-level default).

@@ -62,5 +62,10 @@ def _load_builtins() -> None:
 _BUILTIN_MODULES: list[str] = [
     "coldseg.select.random",
     "coldseg.select.ca",
+    "coldseg.select.kcenter",
+    "coldseg.select.kmedian",
+    "coldseg.select.representative",
+    "coldseg.select.typiclust",
+    "coldseg.select.probcover",
 ]
 

@@ -1,0 +1,72 @@
+"""Pool features for a benchmark: computed once per (pool, seed), cached in the output folder.
+
+Features are label-free, so every one-shot strategy of a seed selects from the same matrix.
+``moco`` is the project's self-supervised encoder (:func:`coldseg.features.embed.compute_features`);
+``pixels`` (down-sampled pixels, standardised, PCA) is a cheap stand-in for tests, tiny CPU runs
+and a "no representation learning" baseline.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+#: (pool images (n, 3, S, S) uint8, seed) -> (n, d) features
+FeaturesFn = Callable[[np.ndarray, int], np.ndarray]
+
+
+def pixel_features(images: np.ndarray, seed: int = 0, *, grid: int = 8, dim: int = 32) -> np.ndarray:
+    """(n, 3, S, S) uint8 -> (n, min(dim, n, 3·grid²)) float32: mean colour of each cell of a
+    ``grid`` × ``grid`` partition, columns standardised, projected on the top principal axes.
+
+    Deterministic (SVD); ``seed`` is accepted for the FeaturesFn signature and unused.
+    """
+    x = np.asarray(images, dtype=np.float32) / 255.0                    # (n, 3, S, S)
+    n, c, h, w = x.shape
+    ys = np.linspace(0, h, grid + 1).astype(int)
+    xs = np.linspace(0, w, grid + 1).astype(int)
+    cells = [x[:, :, ys[i]:ys[i + 1], xs[j]:xs[j + 1]].mean(axis=(2, 3))
+             for i in range(grid) for j in range(grid)]                 # grid² × (n, 3)
+    f = np.concatenate(cells, axis=1).astype(np.float64)                # (n, 3·grid²)
+    f -= f.mean(axis=0)
+    sd = f.std(axis=0)
+    f /= np.where(sd > 0, sd, 1.0)
+    k = min(dim, n, f.shape[1])
+    u, s, _ = np.linalg.svd(f, full_matrices=False)                     # (n, r), (r,)
+    return (u[:, :k] * s[:k]).astype(np.float32)                        # (n, k)
+
+
+def moco_features_fn(*, image_size: int, epochs: int | None, cache_dir: Path, device: str | None,
+                     progress: bool) -> FeaturesFn:
+    """The project's MoCo v2 features (imported lazily); trained per seed, cached in ``cache_dir``."""
+
+    def fn(images: np.ndarray, seed: int) -> np.ndarray:
+        from coldseg.features.embed import compute_features
+        from coldseg.features.train import MocoConfig
+
+        cfg = MocoConfig(image_size=image_size) if epochs is None else MocoConfig(image_size=image_size,
+                                                                                   epochs=epochs)
+        out = compute_features(images, seed=seed, settings=cfg, device=device, cache_dir=cache_dir,
+                               progress=progress)
+        return out[0] if isinstance(out, tuple) else out
+
+    return fn
+
+
+def cached_features(fn: FeaturesFn, images: np.ndarray, seed: int, path: Path) -> np.ndarray:
+    """``fn(images, seed)``, stored at ``path`` (.npy) and loaded from there on the next call."""
+    if path.exists():
+        feats = np.load(path)
+        if feats.ndim == 2 and feats.shape[0] == len(images):
+            return feats
+    feats = np.asarray(fn(images, seed))
+    if feats.ndim != 2 or feats.shape[0] != len(images):
+        raise ValueError(f"features function returned shape {feats.shape} for {len(images)} images; "
+                         "it must return (n_images, n_features)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}.npy")
+    np.save(tmp, feats)
+    os.replace(tmp, path)
+    return feats

@@ -1,0 +1,316 @@
+"""The benchmark sweep: strategies × ratios × seeds, plus the full-label upper bound.
+
+Flow (each step a function below):
+  load_pairs (validates every file)  ->  pool_test_split (grouped, split_seed fixed for all runs)
+  -> settings check (a folder never mixes settings)  ->  plan the runs not yet in results.csv
+  -> jobs: one-shot selectors pick from the seed's cached features; ``full`` takes the whole pool;
+     iterative strategies pick in rounds with U-Nets of their own
+  -> final U-Net per run (run_jobs; GPU workers)  ->  one results.csv row per run, at once
+  -> report.
+
+Seeds: seed s seeds the features, the selection and the final training, so runs with the same seed
+are paired across strategies. The strategy kind (selector, iterative, full) is looked up in a table
+(``strategy_kinds``), never switched on by name.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from coldseg.bench import results as R
+from coldseg.bench.features import FeaturesFn, cached_features, moco_features_fn, pixel_features
+
+SETTINGS_VERSION = 1
+#: SegConfig fields that cannot change a result (left out of the settings comparison)
+_NOT_RESULTS = {"log_every"}
+
+
+@dataclass
+class BenchmarkConfig:
+    data_dir: str | Path
+    out_dir: str | Path
+    strategies: Sequence[str]
+    ratios: Sequence[float]
+    seeds: Sequence[int]
+    image_size: int = 128
+    seg: Any = None                     # SegConfig; None -> SegConfig() (1500 steps, batch 32)
+    test_fraction: float = 0.2
+    split_seed: int = 0
+    multiclass: bool = False
+    masks_dir: str = "masks"
+    rounds: int = 3                     # iterative strategies: rounds including the random first one
+    features: str = "moco"              # 'moco' | 'pixels' | a label for an injected features_fn
+    ssl_epochs: int | None = None       # MoCo epochs (None: MocoConfig's default)
+    include_full: bool = True
+    workers: int | None = None
+    device: str | None = None
+    progress: bool = True
+    command: str | None = None          # recorded in settings.json and shown in the report
+
+
+@dataclass(frozen=True)
+class Run:
+    strategy: str
+    ratio: float
+    seed: int
+    n_labeled: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.strategy}/{R.fmt_ratio(self.ratio)}%/seed{self.seed}"
+
+
+@dataclass
+class Outcome:
+    out_dir: Path
+    new_runs: int
+    skipped_runs: int
+    wall_seconds: float
+    report: dict[str, Path] = field(default_factory=dict)
+
+
+def strategy_kinds(names: Sequence[str]) -> dict[str, str]:
+    """name -> 'selector' | 'iterative' | 'full'; unknown names raise, listing every valid one."""
+    from coldseg.iterative import iterative_names
+    from coldseg.select.registry import available
+
+    table = {n: "selector" for n in available()}
+    table.update({n: "iterative" for n in iterative_names()})
+    table[R.FULL] = "full"
+    bad = [n for n in names if n not in table]
+    if bad:
+        raise ValueError(f"unknown strategy name(s) {', '.join(map(repr, bad))}; choose from: "
+                         f"{', '.join(sorted(table))}")
+    return {n: table[n] for n in names}
+
+
+def validate(cfg: BenchmarkConfig) -> None:
+    """Everything checkable without reading the data; raises ValueError naming the bad value."""
+    if not cfg.strategies:
+        raise ValueError("no strategies given; pass e.g. --strategies random,ca")
+    strategy_kinds(cfg.strategies)
+    for r in cfg.ratios:
+        if not 0 < float(r) <= 100:
+            raise ValueError(f"ratio {r} must be a percentage in (0, 100], e.g. 10")
+    if not cfg.ratios:
+        raise ValueError("no ratios given; pass e.g. --ratios 5,10,20")
+    if not cfg.seeds:
+        raise ValueError("no seeds given; pass e.g. --seeds 3")
+    if cfg.rounds < 1:
+        raise ValueError(f"rounds={cfg.rounds} must be at least 1")
+    if not 0.0 < cfg.test_fraction < 1.0:
+        raise ValueError(f"test_fraction={cfg.test_fraction} must lie strictly between 0 and 1, e.g. 0.2")
+    if cfg.workers is not None and cfg.workers < 1:
+        raise ValueError(f"workers={cfg.workers} must be at least 1")
+    if cfg.image_size < 8:
+        raise ValueError(f"image_size={cfg.image_size} is too small; use at least 8 px")
+
+
+def settings_of(cfg: BenchmarkConfig, seg: Any, pairs: Any) -> dict[str, Any]:
+    """What every run in one folder must share."""
+    ids_sha = hashlib.sha256("\n".join(pairs.ids).encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    return {"version": SETTINGS_VERSION, "dataset": str(Path(cfg.data_dir).resolve()),
+            "masks_dir": cfg.masks_dir, "n_pairs": len(pairs), "ids_sha256": ids_sha,
+            "multiclass": bool(cfg.multiclass), "n_classes": int(pairs.n_classes),
+            "image_size": int(cfg.image_size), "test_fraction": float(cfg.test_fraction),
+            "split_seed": int(cfg.split_seed), "rounds": int(cfg.rounds), "features": cfg.features,
+            "ssl_epochs": cfg.ssl_epochs,
+            "seg": {k: v for k, v in dataclasses.asdict(seg).items() if k not in _NOT_RESULTS}}
+
+
+def plan(cfg: BenchmarkConfig, kinds: dict[str, str], n_pool: int, dataset: str,
+         done: set[R.RunKey]) -> tuple[list[Run], int]:
+    """(runs still to do in sweep order, number skipped because results.csv has them)."""
+    from coldseg.data.splits import subset_size
+
+    grid = [(s, float(r), int(seed)) for s in kinds if kinds[s] != "full"
+            for r in cfg.ratios for seed in cfg.seeds]
+    if cfg.include_full or "full" in kinds.values():
+        grid += [(R.FULL, 100.0, int(seed)) for seed in cfg.seeds]
+    runs, skipped = [], 0
+    for s, r, seed in dict.fromkeys(grid):
+        if R.RunKey(dataset, s, R.norm_ratio(r), seed) in done:
+            skipped += 1
+        else:
+            runs.append(Run(s, R.norm_ratio(r), seed, n_pool if s == R.FULL else subset_size(r, n_pool)))
+    return runs, skipped
+
+
+def run_benchmark(cfg: BenchmarkConfig, *, features_fn: FeaturesFn | None = None) -> Outcome:
+    """Run every missing (strategy, ratio, seed) of ``cfg``; write results, then the report."""
+    from coldseg.data.pairs import load_pairs
+    from coldseg.data.splits import pool_test_split
+    from coldseg.segment.train import SegConfig, resolve_device
+
+    t_start = time.perf_counter()
+    validate(cfg)
+    kinds = strategy_kinds(cfg.strategies)
+    seg = cfg.seg or SegConfig()
+    pairs = load_pairs(cfg.data_dir, cfg.image_size, multiclass=cfg.multiclass, progress=cfg.progress,
+                       masks_dir=cfg.masks_dir)
+    pool_idx, test_idx = pool_test_split(pairs.ids, pairs.groups, test_fraction=cfg.test_fraction,
+                                         seed=cfg.split_seed)
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    R.check_or_write_settings(out, settings_of(cfg, seg, pairs))
+    dataset = Path(cfg.data_dir).resolve().name
+    runs, skipped = plan(cfg, kinds, len(pool_idx), dataset, R.done_keys(out))
+    dev = resolve_device(cfg.device)
+    if runs:   # sessions that add runs are logged (command, device, wall time); a no-op rerun is not
+        R.log_session(out, {"command": cfg.command or "(library call)", "device": str(dev),
+                            "started": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+        ctx = _Ctx(cfg, seg, pairs, pool_idx, test_idx, dataset, dev, out,
+                   features_fn or _features_fn(cfg, out), kinds)
+        ctx.execute(runs)
+    wall = time.perf_counter() - t_start
+    if runs:
+        R.log_session(out, {"wall_seconds": round(wall, 1), "new_runs": len(runs), "skipped_runs": skipped},
+                      update_last=True)
+    from coldseg.bench.report import write_report
+
+    return Outcome(out, len(runs), skipped, wall, write_report(out))
+
+
+def _features_fn(cfg: BenchmarkConfig, out: Path) -> FeaturesFn:
+    table: dict[str, Callable[[], FeaturesFn]] = {
+        "pixels": lambda: pixel_features,
+        "moco": lambda: moco_features_fn(image_size=cfg.image_size, epochs=cfg.ssl_epochs,
+                                         cache_dir=out / "features" / "moco", device=cfg.device,
+                                         progress=cfg.progress),
+    }
+    if cfg.features not in table:
+        raise ValueError(f"features={cfg.features!r}: choose one of {', '.join(table)}, or pass features_fn")
+    return table[cfg.features]()
+
+
+class _Ctx:
+    """One invocation's state: turns planned runs into trainings and rows."""
+
+    def __init__(self, cfg, seg, pairs, pool_idx, test_idx, dataset, dev, out, features_fn, kinds):
+        self.cfg, self.seg, self.pairs, self.dev, self.out = cfg, seg, pairs, dev, out
+        self.pool_idx, self.test_idx, self.dataset = pool_idx, test_idx, dataset
+        self.features_fn, self.kinds = features_fn, kinds
+        self.picks: dict[str, tuple[np.ndarray, dict[str, Any]]] = {}   # run key -> (pool positions, info)
+        self.lock = threading.Lock()
+
+    # -- selections ---------------------------------------------------------------------------
+    def features(self, seed: int) -> np.ndarray:
+        path = self.out / "features" / f"{self.cfg.features}-seed{seed}.npy"
+        return cached_features(self.features_fn, self.pairs.images[self.pool_idx], seed, path)
+
+    def select_oneshot(self, runs: list[Run]) -> None:
+        from coldseg.select.registry import get_selector
+
+        for seed in sorted({r.seed for r in runs}):
+            X = self.features(seed)                                         # (n_pool, d)
+            for run in (r for r in runs if r.seed == seed):
+                t0 = time.perf_counter()
+                sel = get_selector(run.strategy).select(X, run.n_labeled, random_state=seed)
+                self.picks[run.key] = (sel.indices, {"selection_seconds": time.perf_counter() - t0,
+                                                     "info": sel.info})
+
+    def select_full(self, runs: list[Run]) -> None:
+        for run in runs:
+            self.picks[run.key] = (np.arange(len(self.pool_idx)), {})
+
+    def select_iterative(self, runs: list[Run]) -> None:
+        from coldseg.iterative.parallel import IterativeJob, run_iterative
+
+        cache = self.out / "iterative_selections.jsonl"
+        known = {rec["key"]: rec for rec in R.read_jsonl(cache)}
+        todo = []
+        for run in runs:
+            rec = known.get(run.key)
+            if rec is not None and len(rec["indices"]) == run.n_labeled:
+                self.picks[run.key] = (np.asarray(rec["indices"], dtype=np.int64), rec["info"])
+            else:
+                todo.append(IterativeJob(run.key, run.strategy, run.n_labeled, run.seed))
+        bar = tqdm(total=len(todo), desc="iterative selections", unit="run", disable=not self.cfg.progress)
+        for job, res in run_iterative(todo, self.pairs, self.pool_idx, self.seg, rounds=self.cfg.rounds,
+                                      device=self.dev, workers=self.cfg.workers):
+            info = {"round_sizes": res.round_sizes, **res.info}
+            R.append_jsonl(cache, {"key": job.key, "indices": res.indices.tolist(), "info": info})
+            self.picks[job.key] = (res.indices, info)
+            bar.update(1)
+        bar.close()
+
+    # -- trainings ----------------------------------------------------------------------------
+    def execute(self, runs: list[Run]) -> None:
+        select = {"selector": self.select_oneshot, "full": self.select_full,
+                  "iterative": self.select_iterative}
+        by_kind: dict[str, list[Run]] = {}
+        for run in runs:
+            by_kind.setdefault(self.kinds.get(run.strategy, "full"), []).append(run)
+        early = [r for k in ("selector", "full") for r in by_kind.get(k, [])]
+        late = by_kind.get("iterative", [])
+        bar = tqdm(total=len(runs), desc="benchmark runs", unit="run", disable=not self.cfg.progress)
+        with R.ResultsWriter(self.out) as writer:
+            # On a GPU the iterative rounds run beside features, one-shot selection and their final
+            # trainings (all independent of each other), so the card is never left to one job.
+            side = _Side(select["iterative"], late) if self.overlap() and early and late else None
+            try:
+                for kind in ("selector", "full"):
+                    select[kind](by_kind.get(kind, []))
+                self.train(early, writer, bar)
+            finally:
+                err = side.join() if side else None
+            if err is not None:
+                raise err
+            if side is None:
+                select["iterative"](late)
+            self.train(late, writer, bar)
+        bar.close()
+
+    def overlap(self) -> bool:
+        """Run the iterative selections in a side thread (worth it when a GPU is shared)."""
+        return self.dev.type == "cuda"
+
+    def train(self, runs: list[Run], writer: R.ResultsWriter, bar: tqdm) -> None:
+        from coldseg.segment.runner import SegJob, run_jobs
+
+        if not runs:
+            return
+        by_key = {r.key: r for r in runs}
+        jobs = [SegJob(r.key, self.pool_idx[self.picks[r.key][0]], r.seed) for r in runs]
+        for job, res in run_jobs(jobs, self.pairs, self.test_idx, self.seg, device=self.dev,
+                                 workers=self.cfg.workers, progress=False):
+            run = by_key[job.key]
+            pos, info = self.picks[run.key]
+            row = {"dataset": self.dataset, "strategy": run.strategy, "ratio": run.ratio,
+                   "n_labeled": len(pos), "seed": run.seed, "dice": res["dice_mean"],
+                   "hd95": res["hd95_mean"], "train_seconds": round(res["train_seconds"], 3),
+                   "device": res["device"]}
+            with self.lock:
+                writer.write(row)
+                R.append_run_record(self.out, {**row, "ids": [self.pairs.ids[i] for i in self.pool_idx[pos]],
+                                               "selection": info})
+                bar.update(1)
+                bar.set_postfix(last=run.key, dice=f"{res['dice_mean']:.3f}")
+
+
+class _Side:
+    """``fn(arg)`` in a thread; ``join()`` waits and returns its exception (or None)."""
+
+    def __init__(self, fn: Callable[[Any], None], arg: Any):
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, args=(fn, arg), daemon=True, name="coldseg-iterative")
+        self.thread.start()
+
+    def _run(self, fn, arg) -> None:
+        try:
+            fn(arg)
+        except BaseException as e:  # noqa: BLE001 - handed to the main thread by join()
+            self.error = e
+
+    def join(self) -> BaseException | None:
+        self.thread.join()
+        return self.error

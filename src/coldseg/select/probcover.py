@@ -1,0 +1,218 @@
+"""ProbCover (Yehuda, Dekel, Hacohen & Weinshall, NeurIPS 2022): greedy max coverage of delta-balls.
+
+Features are L2-normalised. Row i covers row j when ||z_i - z_j|| < delta (open ball; a row always
+covers itself). Greedy max coverage: pick the row whose ball holds the most uncovered rows, mark
+them covered, repeat. Once everything is covered the greedy gain is 0 everywhere; the remaining picks
+are then a uniform random draw (the selector's generator) among unpicked rows, as the paper does.
+
+delta is chosen without labels, as in the paper: K-means pseudo-labels on the normalised features
+(K = min(max(budget, 2), 20) by default: the paper uses the number of classes, which segmentation
+pools lack), and purity(delta) = the fraction of rows whose delta-ball holds a single pseudo-label.
+A ball around row i is pure exactly when delta <= d_i, the distance from i to the nearest row of
+another pseudo-label, so purity(delta) = mean_i [d_i >= delta]. We take the largest delta with
+purity >= alpha (0.95): the ceil(alpha·m)-th largest d_i. This is exact, i.e. the limit of the
+paper's grid search over ever finer grids; pass ``delta_grid`` to restrict delta to a grid instead.
+Purity is estimated on a seeded sample of ``purity_sample`` rows (d_i itself is exact: against all
+rows) when the pool is larger. The purity curve on a coarse grid goes to ``info`` for the manifest.
+
+The graph is a sparse CSR matrix built in row chunks (never a dense n×n array). If it would exceed
+``max_edges`` entries, delta is halved (with a warning) until it fits.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+import scipy.sparse as sp
+
+from coldseg.select.base import Selection, Selector, distances_to_mean
+from coldseg.select.kmeans import kmeans
+from coldseg.select.registry import register
+from coldseg.select.representative import l2_normalise
+
+_CELLS = 1 << 22  # query rows × pool rows per distance block (32 MiB of float64)
+REPORT_GRID = tuple(round(0.05 * i, 2) for i in range(1, 21))  # 0.05 .. 1.00
+
+
+def _approx_sq_dist(A: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """|a|^2 + |b|^2 - 2 a.b through BLAS: (c, n), accurate to ~1e-12 on unit-norm rows."""
+    D = (A * A).sum(1)[:, None] + (B * B).sum(1)[None, :] - 2.0 * (A @ B.T)
+    return np.maximum(D, 0.0, out=D)
+
+
+def _exact_sq_dist(Z: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """Squared distance of the row pairs (i, j), by differences: exactly 0 for duplicates, symmetric."""
+    diff = Z[i] - Z[j]
+    return np.einsum("ij,ij->i", diff, diff)
+
+
+def sq_dist_to_other_label(Z: np.ndarray, labels: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Squared distance from each of ``rows`` to the nearest row of Z (n, d) with another label: (m,).
+
+    inf where every row shares the label. The nearest row is found through BLAS; its distance is then
+    recomputed by differences, the same arithmetic as :func:`delta_ball_graph`.
+    """
+    n = Z.shape[0]
+    out = np.full(len(rows), np.inf)
+    step = max(1, _CELLS // n)
+    for s in range(0, len(rows), step):
+        r = rows[s : s + step]
+        D = _approx_sq_dist(Z[r], Z)  # (c, n)
+        D[labels[None, :] == labels[r][:, None]] = np.inf
+        j = np.argmin(D, axis=1)
+        ok = np.isfinite(D[np.arange(len(r)), j])
+        out[s : s + step][ok] = _exact_sq_dist(Z, r[ok], j[ok])
+    return out
+
+
+def purity(sq_d: np.ndarray, delta: float) -> float:
+    """Fraction of rows whose open delta-ball is pure, given squared distances to another label."""
+    return float(np.mean(sq_d >= delta * delta))
+
+
+def largest_pure_sq_delta(sq_d: np.ndarray, alpha: float) -> float:
+    """Largest squared delta with purity >= alpha: the ceil(alpha·m)-th largest entry of sq_d."""
+    need = max(1, math.ceil(alpha * len(sq_d) - 1e-9))
+    return float(np.sort(sq_d)[::-1][need - 1])
+
+
+def delta_ball_graph(Z: np.ndarray, sq_delta: float, max_edges: int) -> sp.csr_matrix | None:
+    """CSR (n, n) with A[i, j] = 1 when ||z_i - z_j||^2 < sq_delta or i == j; None past max_edges."""
+    n = Z.shape[0]
+    step = max(1, _CELLS // n)
+    rows, cols, nnz = [], [], 0
+    for s in range(0, n, step):
+        D = _approx_sq_dist(Z[s : s + step], Z)  # (c, n) BLAS, then exact on the near pairs only
+        r, c = np.nonzero(D < sq_delta + 1e-9)
+        r = r + s
+        keep = (r == c) | (_exact_sq_dist(Z, r, c) < sq_delta)  # a row always covers itself
+        r, c = r[keep], c[keep]
+        nnz += len(r)
+        if nnz > max_edges:
+            return None
+        rows.append(r)
+        cols.append(c)
+    r, c = np.concatenate(rows), np.concatenate(cols)
+    return sp.csr_matrix((np.ones(len(r), dtype=np.int32), (r, c)), shape=(n, n))
+
+
+def greedy_max_coverage(A: sp.csr_matrix, budget: int) -> tuple[np.ndarray, np.ndarray]:
+    """Greedy picks on the coverage graph A (symmetric), until budget or until nothing is uncovered.
+
+    Returns the picks (<= budget,) in order and the covered mask (n,). Ties: the lower row index.
+    """
+    n = A.shape[0]
+    deg = np.diff(A.indptr).astype(np.int64)  # (n,) uncovered rows in each ball
+    covered = np.zeros(n, dtype=bool)
+    picks: list[int] = []
+    while len(picks) < budget:
+        i = int(np.argmax(deg))
+        if deg[i] == 0:
+            break
+        picks.append(i)
+        ball = A.indices[A.indptr[i] : A.indptr[i + 1]]
+        new = ball[~covered[ball]]
+        covered[new] = True
+        deg -= np.bincount(A[new].indices, minlength=n)  # each ball loses its newly covered rows
+    return np.asarray(picks, dtype=np.int64), covered
+
+
+@register
+class ProbCover(Selector):
+    """Greedy coverage of delta-balls on L2-normalised features; delta from pseudo-label purity."""
+
+    name = "probcover"
+    summary = "ProbCover (Yehuda et al. 2022): greedy max coverage of delta-balls, delta by purity"
+
+    def __init__(
+        self,
+        alpha: float = 0.95,
+        delta: float | None = None,
+        n_clusters: int | None = None,
+        delta_grid: Sequence[float] | None = None,
+        purity_sample: int = 5000,
+        max_edges: int = 20_000_000,
+    ):
+        self.alpha = alpha
+        self.delta = delta
+        self.n_clusters = n_clusters
+        self.delta_grid = delta_grid
+        self.purity_sample = purity_sample
+        self.max_edges = max_edges
+
+    def _check(self) -> None:
+        if not 0 < self.alpha <= 1:
+            raise ValueError(f"alpha={self.alpha!r} must lie in (0, 1]")
+        if self.delta is not None and not self.delta > 0:
+            raise ValueError(f"delta={self.delta!r} must be positive (or None to choose it by purity)")
+        k = self.n_clusters
+        if k is not None and (isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1):
+            raise ValueError(f"n_clusters={self.n_clusters!r} must be a positive integer or None")
+        if self.delta_grid is not None and (len(self.delta_grid) == 0 or min(self.delta_grid) <= 0):
+            raise ValueError(f"delta_grid={self.delta_grid!r} must hold positive values")
+
+    def _select(self, X: np.ndarray, budget: int, rng: np.random.Generator) -> Selection:
+        self._check()
+        n = X.shape[0]
+        Z = l2_normalise(X)
+        seed = int(rng.integers(2**31 - 1))
+        info: dict = {"alpha": float(self.alpha)}
+        if self.delta is not None:
+            delta = float(self.delta)
+            sq_delta = delta**2
+            info["delta_rule"] = "given"
+        else:
+            n_distinct = len(np.unique(Z, axis=0)) if n <= 200_000 else n
+            K = int(self.n_clusters) if self.n_clusters is not None else min(max(budget, 2), 20)
+            K = min(K, n_distinct)
+            labels = kmeans(Z, K, seed=seed)[0] if K > 1 else np.zeros(n, np.int64)
+            rows = np.arange(n)
+            if n > self.purity_sample:
+                rows = np.sort(np.random.default_rng(seed).choice(n, int(self.purity_sample), replace=False))
+            sq_d = sq_dist_to_other_label(Z, labels, rows)  # (m,) inf when only one pseudo-label
+            if self.delta_grid is None:
+                sq_delta = min(largest_pure_sq_delta(sq_d, self.alpha), 4.0)  # 2 = unit-sphere diameter
+                delta = math.sqrt(sq_delta)
+                info["delta_rule"] = "largest delta with purity >= alpha (exact)"
+            else:
+                grid = sorted(float(g) for g in self.delta_grid)
+                ok = [g for g in grid if purity(sq_d, g) >= self.alpha]
+                if not ok:
+                    warnings.warn(
+                        f"no delta in delta_grid reaches purity {self.alpha}; using the smallest, {grid[0]}",
+                        stacklevel=3,
+                    )
+                delta = ok[-1] if ok else grid[0]
+                sq_delta = delta**2
+                info["delta_rule"] = "largest grid delta with purity >= alpha"
+            info.update(
+                n_pseudo_clusters=int(K),
+                purity_sample_size=int(len(rows)),
+                purity=float(np.mean(sq_d >= sq_delta)),  # squared: no sqrt round trip
+                purity_curve={str(g): round(purity(sq_d, g), 6) for g in REPORT_GRID},
+            )
+        A = delta_ball_graph(Z, sq_delta, int(self.max_edges))
+        while A is None:
+            warnings.warn(
+                f"the delta={delta:.4g} graph exceeds max_edges={self.max_edges}; halving delta",
+                stacklevel=3,
+            )
+            delta /= 2.0
+            sq_delta /= 4.0
+            A = delta_ball_graph(Z, sq_delta, int(self.max_edges))
+        picks, covered = greedy_max_coverage(A, budget)
+        n_greedy = len(picks)
+        if n_greedy < budget:  # everything covered: the rest is a uniform draw among unpicked rows
+            rest = np.setdiff1d(np.arange(n), picks)
+            picks = np.concatenate([picks, rng.permutation(rest)[: budget - n_greedy]])
+        info.update(
+            delta=float(delta),
+            n_edges=int(A.nnz),
+            mean_ball_size=float(A.nnz / n),
+            coverage=float(covered.mean()),
+            n_greedy=int(n_greedy),
+            n_random=int(budget - n_greedy),
+        )
+        return Selection(picks, np.full(budget, -1), distances_to_mean(X, picks), info=info)

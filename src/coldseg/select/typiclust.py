@@ -1,0 +1,120 @@
+"""TypiClust, TPCRP variant (Hacohen, Dekel & Weinshall, ICML 2022), from an empty labelled set.
+
+1. K-means into K = |labelled| + budget clusters = budget in the cold start, capped at
+   ``max_clusters`` (500, the paper's cap for large budgets) and at the number of distinct rows.
+   Plain K-means (k-means++, 3 inits) up to ``minibatch_above`` rows, MiniBatchKMeans beyond.
+2. Repeat ``budget`` times: among clusters that still hold unpicked rows, prefer those with at least
+   ``min_cluster_size`` (5) members, as the paper does (small clusters are used only when nothing
+   else is left); take the cluster with the fewest picks so far, the largest on ties (then the lower
+   index); pick its most typical unpicked member.
+3. typicality(x) = 1 / mean distance from x to its k nearest neighbours inside its cluster,
+   k = min(20, cluster size - 1). A singleton cluster has typicality 0. Ties: the lower row index.
+
+Typicality never changes as points get picked (it is a property of the cluster), so each cluster's
+members are ranked once, on demand, with a chunked brute-force kNN (scikit-learn NearestNeighbors).
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+from sklearn.cluster import MiniBatchKMeans
+from sklearn.neighbors import NearestNeighbors
+
+from coldseg.select.base import Selection, Selector
+from coldseg.select.kmeans import kmeans
+from coldseg.select.registry import register
+
+
+def mean_knn_distance(Xc: np.ndarray, k: int = 20) -> np.ndarray:
+    """Mean Euclidean distance of every row of Xc (m, d) to its min(k, m-1) nearest other rows: (m,).
+
+    A row's duplicates count as neighbours at distance 0. With m == 1 the result is [inf].
+    """
+    m = Xc.shape[0]
+    kk = min(k, m - 1)
+    if kk == 0:
+        return np.full(m, np.inf)
+    dist, _ = NearestNeighbors(n_neighbors=kk, algorithm="brute").fit(Xc).kneighbors()  # (m, kk), no self
+    return dist.mean(axis=1)
+
+
+def typicality(Xc: np.ndarray, k: int = 20) -> np.ndarray:
+    """1 / mean kNN distance (the paper's definition); 0 for a singleton, 1e12 for exact duplicates."""
+    return 1.0 / np.maximum(mean_knn_distance(Xc, k), 1e-12)
+
+
+def n_distinct_rows(X: np.ndarray) -> int:
+    return len(np.unique(X, axis=0)) if X.shape[0] <= 200_000 else X.shape[0]
+
+
+@register
+class TypiClust(Selector):
+    """K-means with K = budget; the most typical member of each of the largest uncovered clusters."""
+
+    name = "typiclust"
+    summary = "TypiClust/TPCRP (Hacohen et al. 2022): K = budget clusters, most typical point of each"
+
+    def __init__(
+        self, k_nn: int = 20, min_cluster_size: int = 5, max_clusters: int = 500, minibatch_above: int = 20000
+    ):
+        self.k_nn = k_nn
+        self.min_cluster_size = min_cluster_size
+        self.max_clusters = max_clusters
+        self.minibatch_above = minibatch_above
+
+    def _cluster(self, X: np.ndarray, K: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        if K == 1:
+            return np.zeros(X.shape[0], np.int64), X.mean(axis=0, keepdims=True)
+        if X.shape[0] <= self.minibatch_above:
+            return kmeans(X, K, seed=seed)
+        mb = MiniBatchKMeans(n_clusters=K, random_state=seed, n_init=3, batch_size=4096).fit(X)
+        return mb.labels_.astype(np.int64), mb.cluster_centers_
+
+    def _select(self, X: np.ndarray, budget: int, rng: np.random.Generator) -> Selection:
+        for key in ("k_nn", "min_cluster_size", "max_clusters", "minibatch_above"):
+            v = getattr(self, key)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+                raise ValueError(f"{key}={v!r} must be a positive integer")
+        seed = int(rng.integers(2**31 - 1))
+        distinct = n_distinct_rows(X)
+        K = min(budget, int(self.max_clusters), distinct)
+        if K < min(budget, int(self.max_clusters)):
+            warnings.warn(
+                f"only {distinct} distinct feature rows for {budget} picks: clustering into K={K}",
+                stacklevel=3,
+            )
+        labels, centers = self._cluster(X, K, seed)
+        sizes = np.bincount(labels, minlength=K)
+        picked = np.zeros(K, dtype=np.int64)
+        ranked: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # cluster -> (members by typicality, typ.)
+        idx, cl, typ = [], [], []
+        big = sizes >= self.min_cluster_size
+        for _ in range(budget):
+            open_ = sizes > picked
+            pool = open_ & big if (open_ & big).any() else open_
+            cands = np.flatnonzero(pool)
+            c = int(cands[np.lexsort((cands, -sizes[cands], picked[cands]))[0]])
+            if c not in ranked:
+                members = np.flatnonzero(labels == c)
+                t = typicality(X[members], int(self.k_nn))
+                order = np.lexsort((members, -t))  # most typical first, ties: lower row index
+                ranked[c] = (members[order], t[order])
+            members, t = ranked[c]
+            idx.append(int(members[picked[c]]))
+            typ.append(float(t[picked[c]]))
+            cl.append(c)
+            picked[c] += 1
+        idx_a, cl_a = np.asarray(idx, dtype=np.int64), np.asarray(cl, dtype=np.int64)
+        info = {
+            "k": int(K),
+            "k_nn": int(self.k_nn),
+            "min_cluster_size": int(self.min_cluster_size),
+            "clusterer": "kmeans" if X.shape[0] <= self.minibatch_above else "minibatch_kmeans",
+            "cluster_sizes": sizes.tolist(),
+            "picks_per_cluster": picked.tolist(),
+            "picks_from_small_clusters": int((~big[cl_a]).sum()),
+            "typicality": [round(v, 6) for v in typ],
+        }
+        dist = np.linalg.norm(X[idx_a] - centers[cl_a], axis=1)
+        return Selection(idx_a, cl_a, dist, labels=labels, info=info)
