@@ -1,7 +1,7 @@
 """Features of a pool: train (or resume) MoCo, embed every image, cache the result by content.
 
-Cache layout: ``<cache_dir>/<key>/`` holds ``checkpoint.pt`` (for --resume), ``features.npy``,
-``ids.txt`` and ``train.json`` (the training log). The key hashes the pool's content (ids and file
+Cache layout: ``<cache_dir>/<key>/`` holds ``checkpoint.pt`` while training runs (for --resume; it is
+deleted once the features are saved), then ``features.npy``, ``ids.txt`` and ``train.json`` (the log). The key hashes the pool's content (ids and file
 digests), the seed and every MoCo setting, so a new budget or strategy reuses the features and any
 change of images or settings trains anew.
 """
@@ -102,4 +102,6 @@ def compute_features(images: np.ndarray, *, seed: int = 0, settings: MocoConfig 
         if ids is not None:
             _atomic_write_bytes(folder / "ids.txt", ("\n".join(ids) + "\n").encode("utf-8", "surrogateescape"))
         _atomic_write_bytes(log_path, json.dumps(info, indent=1).encode())
+        # the checkpoint only serves --resume of an unfinished training: drop it (~140 MB at width 64)
+        (folder / "checkpoint.pt").unlink(missing_ok=True)
     return feats, {"cache_key": key, "cache_hit": False, "cache_dir": str(folder), **info}
