@@ -79,6 +79,8 @@ def _worker(rank: int, device: str, images: torch.Tensor, masks: torch.Tensor, t
     try:
         torch.set_num_threads(threads)
         dev = torch.device(device)
+        if dev.type == "cuda" and dev.index is None:
+            dev = torch.device("cuda", 0)  # set_device needs an index
         if dev.type == "cuda":
             torch.cuda.set_device(dev)
             torch.backends.cudnn.benchmark = True
