@@ -26,10 +26,22 @@ def _sync(dev):
         torch.cuda.synchronize()
 
 
-def bench_moco(dev, size, batch, steps, warmup, width):
+def _images_per_s(step, dev, batch: int, steps: int, warmup: int) -> float:
+    """Run ``warmup`` untimed steps, then time ``steps`` steps (device synchronised at both ends)."""
+    for _ in range(warmup):
+        step()
+    _sync(dev)
+    t = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _sync(dev)
+    return steps * batch / (time.perf_counter() - t)
+
+
+def bench_moco(dev, size, batch, steps, warmup, width, bn_splits=4, profile=False):
     g = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (max(batch * 4, 512), 3, size, size), dtype=torch.uint8, generator=g).to(dev)
-    model = MoCo(resnet18(width, 4), 128, 4096, generator=g).to(dev)
+    model = MoCo(resnet18(width), 128, 4096, bn_splits=bn_splits, generator=g).to(dev)
     g = torch.Generator(device=dev).manual_seed(1)
     if dev.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
@@ -48,14 +60,24 @@ def bench_moco(dev, size, batch, steps, warmup, width):
         loss.backward()
         opt.step()
 
-    for _ in range(warmup):
+    if profile:
+        _profile(step, dev)
+    return _images_per_s(step, dev, batch, steps, warmup)
+
+
+def _profile(step, dev, n: int = 5) -> None:
+    """Print the operators that take the most device (or CPU) time over ``n`` MoCo steps."""
+    from torch.profiler import ProfilerActivity, profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
+    for _ in range(2):
         step()
-    _sync(dev)
-    t = time.perf_counter()
-    for _ in range(steps):
-        step()
-    _sync(dev)
-    return steps * batch / (time.perf_counter() - t)
+    with profile(activities=acts) as prof:
+        for _ in range(n):
+            step()
+        _sync(dev)
+    key = "cuda_time_total" if dev.type == "cuda" else "cpu_time_total"
+    print(prof.key_averages().table(sort_by=key, row_limit=25))
 
 
 def bench_bare(dev, size, batch, steps, warmup, width):
@@ -72,14 +94,7 @@ def bench_bare(dev, size, batch, steps, warmup, width):
         loss.backward()
         opt.step()
 
-    for _ in range(warmup):
-        step()
-    _sync(dev)
-    t = time.perf_counter()
-    for _ in range(steps):
-        step()
-    _sync(dev)
-    return steps * batch / (time.perf_counter() - t)
+    return _images_per_s(step, dev, batch, steps, warmup)
 
 
 def main():
@@ -90,15 +105,17 @@ def main():
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--width", type=int, default=64)
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--bn-splits", type=int, default=4, help="MoCo's split-BN groups (1 = plain BN)")
+    ap.add_argument("--profile", action="store_true", help="also print a per-operator profile of MoCo steps")
     a = ap.parse_args()
     dev = pick_device(a.device)
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    moco = bench_moco(dev, a.image_size, a.batch_size, a.steps, a.warmup, a.width)
+    moco = bench_moco(dev, a.image_size, a.batch_size, a.steps, a.warmup, a.width, a.bn_splits, a.profile)
     bare = bench_bare(dev, a.image_size, a.batch_size, a.steps, a.warmup, a.width)
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu {platform.machine()} x{torch.get_num_threads()}"
     print(json.dumps({"device": name, "image_size": a.image_size, "batch_size": a.batch_size, "steps": a.steps,
-                      "width": a.width, "moco_images_per_s": round(moco, 1),
+                      "width": a.width, "bn_splits": a.bn_splits, "moco_images_per_s": round(moco, 1),
                       "bare_encoder_images_per_s": round(bare, 1), "ratio": round(moco / bare, 3),
                       "note": "images/s counts pool images; each MoCo image is two augmented views"}))
 

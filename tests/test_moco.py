@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from coldseg.features.augment import CANDIDATES, AugmentConfig, base_view, candidate_names, resized_crop
-from coldseg.features.encoder import SplitBatchNorm2d, resnet18
+from coldseg.features.encoder import resnet18
 from coldseg.features.moco import MoCo, ProjectionHead, info_nce, update_momentum
 
 
@@ -75,16 +75,17 @@ def test_moco_step_changes_only_query_by_gradient():
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in m.encoder_q.parameters())
 
 
-def test_split_batchnorm_normalises_each_group():
-    bn = SplitBatchNorm2d(2, num_splits=2, affine=False)
-    x = torch.empty(8, 2, 3, 3)
-    x[0::2] = torch.randn(4, 2, 3, 3)           # sub-batch 0: samples 0, 2, 4, 6
-    x[1::2] = 10 + 5 * torch.randn(4, 2, 3, 3)  # sub-batch 1: samples 1, 3, 5, 7
-    y = bn(x)
-    for half in (y[0::2], y[1::2]):  # each sub-batch is standardised on its own
-        assert half.mean((0, 2, 3)).abs().max() < 1e-5
-    bn.eval()
-    assert bn(x).shape == x.shape
+def test_split_encode_normalises_each_sub_batch_on_its_own():
+    m = MoCo(resnet18(width=4), dim=8, K=16, bn_splits=2, generator=torch.Generator().manual_seed(0))
+    m.train()
+    x = torch.rand(8, 3, 32, 32)
+    whole = m._split_encode(m.encoder_q, x)
+    halves = torch.cat([m.encoder_q(x[:4]), m.encoder_q(x[4:])])
+    assert torch.allclose(whole, halves, atol=1e-6)
+    # and differs from one pass over the whole batch (different batch statistics)
+    assert not torch.allclose(whole, m.encoder_q(x), atol=1e-4)
+    # a batch that does not split into pieces of >= 2 falls back to one pass
+    assert torch.allclose(m._split_encode(m.encoder_q, x[:3]), m.encoder_q(x[:3]), atol=1e-6)
 
 
 def test_augmentations_keep_shape_range_and_are_seeded():

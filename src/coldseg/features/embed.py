@@ -20,7 +20,7 @@ from coldseg.features.train import MocoConfig, _autocast, _cl, pick_device, trai
 from coldseg.features.augment import normalize
 from coldseg.features.moco import MoCo
 
-FEATURES_VERSION = 1  # bump when training or embedding changes what features come out
+FEATURES_VERSION = 2  # bump when training or embedding changes what features come out
 
 
 def default_cache_dir() -> Path:

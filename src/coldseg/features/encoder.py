@@ -1,7 +1,8 @@
 """ResNet-18-style backbone (He et al. 2016), written out so width and stem are explicit arguments.
 
 The stem is the ImageNet one (7×7 stride 2 + max-pool): at 128 px the last stage is 4×4, at 64 px 2×2.
-Normalisation layers are injected, so MoCo can use split ("shuffle") batch norm on one device.
+Normalisation layers are injected (default BatchNorm2d); MoCo's shuffle-BN is done by encoding
+sub-batches separately (see moco.py), which keeps cuDNN's fused batch norm and channels_last.
 """
 from __future__ import annotations
 
@@ -12,38 +13,6 @@ import torch.nn.functional as F
 from torch import nn
 
 NormFactory = Callable[[int], nn.Module]
-
-
-class SplitBatchNorm2d(nn.BatchNorm2d):
-    """Batch norm whose training statistics are computed over ``num_splits`` sub-batches.
-
-    On one device, plain BN lets a MoCo query "see" the other images of its batch and cheat on the
-    pretext task; computing statistics per sub-batch, with the key batch shuffled (see moco.py),
-    reproduces MoCo's shuffle-BN on a single device. Falls back to ordinary BN when the batch does not
-    split evenly, and in eval mode.
-    """
-
-    def __init__(self, num_features: int, num_splits: int = 4, **kw):
-        super().__init__(num_features, **kw)
-        self.num_splits = num_splits
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        N, C, H, W = x.shape
-        s = self.num_splits
-        if not self.training or s <= 1 or N % s != 0 or N // s < 2:
-            return super().forward(x)
-        rm = self.running_mean.repeat(s)  # (C*s,)
-        rv = self.running_var.repeat(s)
-        y = F.batch_norm(
-            x.reshape(N // s, C * s, H, W), rm, rv,
-            None if self.weight is None else self.weight.repeat(s),
-            None if self.bias is None else self.bias.repeat(s),
-            True, self.momentum, self.eps,
-        ).reshape(N, C, H, W)
-        self.running_mean.copy_(rm.view(s, C).mean(0))
-        self.running_var.copy_(rv.view(s, C).mean(0))
-        self.num_batches_tracked.add_(1)
-        return y
 
 
 class BasicBlock(nn.Module):
@@ -91,6 +60,5 @@ class ResNetEncoder(nn.Module):
         return torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)  # (B, out_dim)
 
 
-def resnet18(width: int = 64, bn_splits: int = 1) -> ResNetEncoder:
-    norm: NormFactory = (lambda c: SplitBatchNorm2d(c, bn_splits)) if bn_splits > 1 else nn.BatchNorm2d
-    return ResNetEncoder(3, width, (2, 2, 2, 2), norm)
+def resnet18(width: int = 64) -> ResNetEncoder:
+    return ResNetEncoder(3, width, (2, 2, 2, 2), nn.BatchNorm2d)

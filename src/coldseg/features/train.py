@@ -61,7 +61,8 @@ def pick_device(device: str | torch.device | None = None) -> torch.device:
 
 def build_model(cfg: MocoConfig, n: int, gen: torch.Generator) -> MoCo:
     K = int(max(cfg.batch_size, min(cfg.queue, n // 2)))
-    return MoCo(resnet18(cfg.width, cfg.bn_splits), cfg.dim, K, cfg.momentum, cfg.temperature, generator=gen)
+    return MoCo(resnet18(cfg.width), cfg.dim, K, cfg.momentum, cfg.temperature, bn_splits=cfg.bn_splits,
+                generator=gen)
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
