@@ -117,6 +117,11 @@ def cmd_strategies(args: argparse.Namespace) -> int:
     for name in available():
         star = " (default)" if name == DEFAULT_STRATEGY else ""
         print(f"{name:14s} {selector_class(name).summary}{star}")
+    from coldseg.iterative import get_iterative, iterative_names
+
+    print("\nbenchmark only (they need labels between rounds):")
+    for name in iterative_names():
+        print(f"{name:14s} {get_iterative(name).summary}")
     return 0
 
 
