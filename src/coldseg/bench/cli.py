@@ -48,8 +48,10 @@ def add_benchmark_parser(sub) -> argparse.ArgumentParser:
                    help="features for one-shot strategies: moco (self-supervised, default) or pixels (cheap)")
     p.add_argument("--ssl-epochs", type=int, default=None, metavar="E", help="MoCo epochs (default: MoCo's)")
     p.add_argument("--no-full", action="store_true", help="skip the full-label upper bound")
-    p.add_argument("--workers", type=int, default=None, metavar="W", help="parallel trainings (default: 1 on CPU, "
-                   "up to 8 on a GPU)")
+    p.add_argument("--workers", type=int, default=None, metavar="W", help="trainings in parallel worker processes "
+                   "(default: none; on a GPU --stack is the default instead)")
+    p.add_argument("--stack", type=int, default=None, metavar="G", help="U-Nets trained together in one process as "
+                   "one grouped network (default: 8 on a GPU, 1 on CPU); not with --workers > 1")
     p.add_argument("--device", default=None, help="auto (default), cpu or cuda[:i]")
     p.add_argument("--tiny", action="store_true", help="CI smoke mode: 32 px, 10 steps, tiny U-Net, 1 MoCo epoch "
                    "(explicit flags still win)")
@@ -98,7 +100,8 @@ def config_from_args(args: argparse.Namespace):
         seeds=list(range(args.seeds)), image_size=pick("image_size") or 128, seg=SegConfig(**seg_kw),
         test_fraction=args.test_fraction, split_seed=args.split_seed, multiclass=args.multiclass,
         masks_dir=args.masks_dir, rounds=args.rounds, features=args.features, ssl_epochs=pick("ssl_epochs"),
-        include_full=not args.no_full, workers=args.workers, device=device, progress=not args.quiet,
+        include_full=not args.no_full, workers=args.workers, stack=args.stack, device=device,
+        progress=not args.quiet,
         command=canonical_command(args))
 
 
@@ -106,7 +109,7 @@ def canonical_command(args: argparse.Namespace) -> str:
     """The command with every option spelled out, so the report shows exactly what ran."""
     parts = ["coldseg", "benchmark", str(args.data_dir), "--strategies", ",".join(args.strategies or []),
              "--ratios", ",".join(f"{r:g}" for r in args.ratios), "--seeds", str(args.seeds), "--out", str(args.out)]
-    for flag in ("image_size", "steps", "batch_size", "channels", "ssl_epochs", "workers", "device"):
+    for flag in ("image_size", "steps", "batch_size", "channels", "ssl_epochs", "workers", "stack", "device"):
         v = getattr(args, flag)
         if v is not None:
             parts += ["--" + flag.replace("_", "-"), str(v)]

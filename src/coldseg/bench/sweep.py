@@ -51,7 +51,8 @@ class BenchmarkConfig:
     features: str = "moco"              # 'moco' | 'pixels' | a label for an injected features_fn
     ssl_epochs: int | None = None       # MoCo epochs (None: MocoConfig's default)
     include_full: bool = True
-    workers: int | None = None
+    workers: int | None = None          # worker processes (see segment.runner.resolve_parallelism)
+    stack: int | None = None            # models trained together in one process (CUDA default 8)
     device: str | None = None
     progress: bool = True
     command: str | None = None          # recorded in settings.json and shown in the report
@@ -111,6 +112,11 @@ def validate(cfg: BenchmarkConfig) -> None:
         raise ValueError(f"test_fraction={cfg.test_fraction} must lie strictly between 0 and 1, e.g. 0.2")
     if cfg.workers is not None and cfg.workers < 1:
         raise ValueError(f"workers={cfg.workers} must be at least 1")
+    if cfg.stack is not None and cfg.stack < 1:
+        raise ValueError(f"stack={cfg.stack} must be at least 1")
+    if cfg.workers is not None and cfg.stack is not None and cfg.workers > 1 and cfg.stack > 1:
+        raise ValueError(f"workers={cfg.workers} and stack={cfg.stack}: choose worker processes or "
+                         "stacked models, not both")
     if cfg.image_size < 8:
         raise ValueError(f"image_size={cfg.image_size} is too small; use at least 8 px")
 
@@ -236,7 +242,7 @@ class _Ctx:
                 todo.append(IterativeJob(run.key, run.strategy, run.n_labeled, run.seed))
         bar = tqdm(total=len(todo), desc="iterative selections", unit="run", disable=not self.cfg.progress)
         for job, res in run_iterative(todo, self.pairs, self.pool_idx, self.seg, rounds=self.cfg.rounds,
-                                      device=self.dev, workers=self.cfg.workers):
+                                      device=self.dev, workers=self.cfg.workers, stack=self.cfg.stack):
             info = {"round_sizes": res.round_sizes, **res.info}
             R.append_jsonl(cache, {"key": job.key, "indices": res.indices.tolist(), "info": info})
             self.picks[job.key] = (res.indices, info)
@@ -271,8 +277,16 @@ class _Ctx:
         bar.close()
 
     def overlap(self) -> bool:
-        """Run the iterative selections in a side thread (worth it when a GPU is shared)."""
-        return self.dev.type == "cuda"
+        """Run the iterative selections in a side thread (worth it when a GPU is shared).
+
+        Only when they run in worker processes: in this process (stacked, or one at a time) they
+        would race the main thread on the global torch generator (weight init under
+        ``manual_seed``, MC-dropout masks, MoCo init), making picks depend on timing.
+        """
+        from coldseg.segment.runner import resolve_parallelism
+
+        return self.dev.type == "cuda" and resolve_parallelism(self.dev, self.cfg.workers,
+                                                               self.cfg.stack)[0] > 1
 
     def train(self, runs: list[Run], writer: R.ResultsWriter, bar: tqdm) -> None:
         from coldseg.segment.runner import SegJob, run_jobs
@@ -282,7 +296,7 @@ class _Ctx:
         by_key = {r.key: r for r in runs}
         jobs = [SegJob(r.key, self.pool_idx[self.picks[r.key][0]], r.seed) for r in runs]
         for job, res in run_jobs(jobs, self.pairs, self.test_idx, self.seg, device=self.dev,
-                                 workers=self.cfg.workers, progress=False):
+                                 workers=self.cfg.workers, stack=self.cfg.stack, progress=False):
             run = by_key[job.key]
             pos, info = self.picks[run.key]
             row = {"dataset": self.dataset, "strategy": run.strategy, "ratio": run.ratio,

@@ -4,16 +4,25 @@
 
 CPU: jobs run one after another in this process (a CPU is saturated by one training's threads).
 
-CUDA: ``workers`` processes (``torch.multiprocessing`` spawn), each holding the whole pair set on the
-GPU and taking jobs from a queue. One 128-px U-Net training with batch 32 leaves an H100 idle much of
-the time (kernel launches, the optimiser step, and HD95, which runs on the CPU while scoring), so
-several trainings share the card. Separate processes were chosen over several models stepped in one
-process because they need no change to the training code (each job is exactly the single-job code
-path, so a result does not depend on which jobs it ran beside), they launch kernels from separate
-Python interpreters (no GIL contention), they overlap one job's CPU-side scoring with other jobs'
-GPU work, and a crash is confined to one job. An exception in a worker stops the run and is raised
-here as :class:`SegJobError` with the job key and the worker's traceback; a worker that dies without
-a word (killed, out of memory) is reported the same way.
+CUDA, default (``stack``, added after the H100 run): jobs are cut into chunks of up to ``stack``
+(default 8) and each chunk is trained as one grouped network in this process
+(:func:`coldseg.segment.stacked.train_stacked`), then each of its models is scored and yielded in job
+order. Worker processes time-slice a GPU without MPS, so their kernels never overlapped and 8+8 of
+them did not finish one 1500-step training in 150 s on an H100; stacking makes each kernel launch do
+the work of ``stack`` models instead. Each model follows its own seed exactly as a lone training
+would (same init, batches, augmentation; float rounding aside), so a result does not depend on which
+jobs shared its chunk. A job's ``train_seconds`` is its chunk's training time divided by the chunk
+size (the chunk trains as one).
+
+``workers`` > 1 (the earlier CUDA default, kept for comparison): ``workers`` processes
+(``torch.multiprocessing`` spawn), each holding the whole pair set on the GPU and taking jobs from a
+queue. They were chosen first because they need no change to the training code, launch kernels from
+separate interpreters (no GIL contention), overlap one job's CPU-side scoring (HD95) with other jobs'
+GPU work, and confine a crash to one job; without MPS, though, the GPU runs one process at a time.
+An exception in a worker stops the run and is raised here as :class:`SegJobError` with the job key
+and the worker's traceback; a worker that dies without a word (killed, out of memory) is reported
+the same way. On every exit (Ctrl-C included) the workers are terminated, and the job queue's
+feeder thread is never joined (joining it hung the interpreter at exit on the H100).
 
 ``predict_proba`` (optionally with MC dropout) and ``bottleneck_features`` serve the iterative
 baselines (Bayesian / MC-dropout uncertainty, core-set on U-Net features).
@@ -22,6 +31,7 @@ from __future__ import annotations
 
 import os
 import queue
+import signal
 import time
 import traceback
 import warnings
@@ -35,6 +45,7 @@ from tqdm.auto import tqdm
 
 from coldseg.data.pairs import PairSet
 from coldseg.segment.metrics import evaluate
+from coldseg.segment.stacked import train_stacked
 from coldseg.segment.train import SegConfig, as_tensor, normalise, resolve_device, train_segmenter
 from coldseg.segment.unet import bottleneck_module, probabilities
 
@@ -64,10 +75,15 @@ def _run_one(x_all: torch.Tensor, y_all: torch.Tensor, test_x: torch.Tensor, tes
     model = train_segmenter(x_all[idx], y_all[idx], cfg, seed=seed, device=dev, n_classes=n_classes)
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
+    return _score(model, test_x, test_y, train_idx, seed, cfg, dev, n_classes, time.perf_counter() - t0)
+
+
+def _score(model: nn.Module, test_x: torch.Tensor, test_y: np.ndarray, train_idx: np.ndarray,
+           seed: int, cfg: SegConfig, dev: torch.device, n_classes: int, train_seconds: float) -> dict:
     t1 = time.perf_counter()
     scores = evaluate(model, test_x, test_y, device=dev, n_classes=n_classes)
     return {"dice_mean": float(scores["dice"].mean()), "hd95_mean": float(scores["hd95"].mean()),
-            "dice": scores["dice"], "hd95": scores["hd95"], "train_seconds": t1 - t0,
+            "dice": scores["dice"], "hd95": scores["hd95"], "train_seconds": train_seconds,
             "eval_seconds": time.perf_counter() - t1, "n_train": int(len(train_idx)),
             "steps": cfg.steps, "seed": int(seed), "device": _device_name(dev)}
 
@@ -77,6 +93,8 @@ def _worker(rank: int, device: str, images: torch.Tensor, masks: torch.Tensor, t
     """Worker process: put the data on ``device`` once, then train jobs until the None sentinel."""
     jno = None
     try:
+        # Ctrl-C reaches the whole process group; only the parent acts on it (it terminates us)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         torch.set_num_threads(threads)
         dev = torch.device(device)
         if dev.type == "cuda" and dev.index is None:
@@ -115,35 +133,92 @@ def _check_jobs(jobs: Sequence[SegJob], n: int, test_idx: np.ndarray) -> None:
                              f"(e.g. index {min(leak)}); select from the pool side only")
 
 
+def resolve_parallelism(dev: torch.device, workers: int | None, stack: int | None) -> tuple[int, int]:
+    """``(workers, stack)`` after defaults; at most one of them is > 1.
+
+    Neither given: CPU (1, 1) (one job at a time); CUDA (1, 8) (8 models stacked in this process).
+    ``workers`` alone: that many processes, no stacking (``workers=1``: one job at a time).
+    ``stack`` alone: that many stacked models; ``stack=1`` on CUDA: the worker-process default
+    ``min(8, cpu_count // 2)``.
+    """
+    for name, v in (("workers", workers), ("stack", stack)):
+        if v is not None and int(v) < 1:
+            raise ValueError(f"{name}={v} must be at least 1")
+    if workers is not None and stack is not None and workers > 1 and stack > 1:
+        raise ValueError(f"workers={workers} and stack={stack}: choose worker processes or stacked "
+                         "models, not both (set the other to 1)")
+    if stack is None:
+        stack = 8 if dev.type == "cuda" and workers is None else 1
+    if workers is None:
+        workers = min(8, max(1, (os.cpu_count() or 2) // 2)) if dev.type == "cuda" and stack == 1 else 1
+    return int(workers), int(stack)
+
+
 def run_jobs(jobs: Sequence[SegJob], pairs: PairSet, test_idx: np.ndarray, cfg: SegConfig, *,
              device: str | torch.device | None = None, workers: int | None = None,
-             progress: bool = True) -> Iterator[tuple[SegJob, dict]]:
+             stack: int | None = None, progress: bool = True) -> Iterator[tuple[SegJob, dict]]:
     """Train and score every job; yield ``(job, result)`` in completion order.
 
     result: ``dice_mean``, ``hd95_mean``, ``dice`` (n_test,), ``hd95`` (n_test,), ``train_seconds``,
-    ``device`` (and ``eval_seconds``, ``n_train``, ``steps``, ``seed``).
-    ``workers``: default 1 on CPU, ``min(8, cpu_count // 2, len(jobs))`` on CUDA; > 1 uses worker
-    processes (also on CPU, where it rarely pays).
+    ``device`` (and ``eval_seconds``, ``n_train``, ``steps``, ``seed``, ``stack``).
+    ``stack`` > 1: chunks of up to ``stack`` jobs trained together in this process, yielded in job
+    order (``train_seconds`` = chunk time / chunk size). ``workers`` > 1: worker processes.
+    Defaults (:func:`resolve_parallelism`): CPU one job at a time, CUDA ``stack=8``.
     """
     jobs = list(jobs)
     test_idx = np.asarray(test_idx, dtype=np.int64)
     _check_jobs(jobs, len(pairs), test_idx)
+    dev = resolve_device(device)
+    workers, stack = resolve_parallelism(dev, workers, stack)
     if not jobs:
         return
-    dev = resolve_device(device)
-    if workers is None:
-        workers = 1 if dev.type == "cpu" else min(8, max(1, (os.cpu_count() or 2) // 2))
-    workers = max(1, min(int(workers), len(jobs)))
+    workers = min(workers, len(jobs))
     bar = tqdm(total=len(jobs), desc="segmentation jobs", unit="job", disable=not progress)
+    if stack > 1:
+        results = _run_stacked(jobs, pairs, test_idx, cfg, dev, stack)
+    elif workers == 1:
+        results = _run_inline(jobs, pairs, test_idx, cfg, dev)
+    else:
+        results = _run_pool(jobs, pairs, test_idx, cfg, dev, workers)
     try:
-        results = (_run_inline(jobs, pairs, test_idx, cfg, dev) if workers == 1
-                   else _run_pool(jobs, pairs, test_idx, cfg, dev, workers))
         for job, res in results:
             bar.update(1)
             bar.set_postfix(dice=f"{res['dice_mean']:.3f}", key=job.key)
             yield job, res
     finally:
+        results.close()      # runs the worker pool's cleanup now, even when our consumer stopped early
         bar.close()
+
+
+def _run_stacked(jobs, pairs, test_idx, cfg, dev, stack) -> Iterator[tuple[SegJob, dict]]:
+    """Chunks of up to ``stack`` jobs, each trained as one stacked network here (see the module doc)."""
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    x_all, y_all = as_tensor(pairs.images, dev), as_tensor(pairs.masks, dev)
+    test_x = x_all[torch.as_tensor(test_idx, device=dev)]
+    test_y = pairs.masks[test_idx]
+    for start in range(0, len(jobs), stack):
+        chunk = jobs[start:start + stack]
+        t0 = time.perf_counter()
+        try:
+            models = train_stacked(x_all, y_all, [np.asarray(j.train_idx) for j in chunk],
+                                   [int(j.seed) for j in chunk], cfg, device=dev,
+                                   n_classes=pairs.n_classes)
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+        except Exception as e:
+            keys = ", ".join(repr(j.key) for j in chunk)
+            raise SegJobError(f"job {keys} (trained together) failed on {dev}: "
+                              f"{type(e).__name__}: {e}") from e
+        per_job = (time.perf_counter() - t0) / len(chunk)      # the chunk trains as one
+        for job, model in zip(chunk, models):
+            try:
+                res = _score(model, test_x, test_y, np.asarray(job.train_idx), job.seed, cfg, dev,
+                             pairs.n_classes, per_job)
+            except Exception as e:
+                raise SegJobError(f"job {job.key!r} failed on {dev}: {type(e).__name__}: {e}") from e
+            yield job, {**res, "stack": len(chunk)}
+        del models
 
 
 def _run_inline(jobs, pairs, test_idx, cfg, dev) -> Iterator[tuple[SegJob, dict]]:
@@ -164,6 +239,10 @@ def _run_inline(jobs, pairs, test_idx, cfg, dev) -> Iterator[tuple[SegJob, dict]
 def _run_pool(jobs, pairs, test_idx, cfg, dev, workers) -> Iterator[tuple[SegJob, dict]]:
     ctx = torch.multiprocessing.get_context("spawn")
     jobs_q, results_q = ctx.Queue(), ctx.Queue()
+    # Jobs not yet taken sit in jobs_q's feeder thread; joining it at exit after the workers are gone
+    # hangs the interpreter (seen on the H100 after Ctrl-C). Nothing in these queues must outlive us.
+    jobs_q.cancel_join_thread()
+    results_q.cancel_join_thread()
     for jno, job in enumerate(jobs):
         jobs_q.put((jno, np.asarray(job.train_idx), int(job.seed)))
     for _ in range(workers):
@@ -174,11 +253,11 @@ def _run_pool(jobs, pairs, test_idx, cfg, dev, workers) -> Iterator[tuple[SegJob
     procs = [ctx.Process(target=_worker, args=(r, str(dev), images, masks, test_idx, cfg,
                                                pairs.n_classes, threads, jobs_q, results_q),
                          daemon=True, name=f"coldseg-seg-{r}") for r in range(workers)]
-    for p in procs:
-        p.start()
     holding: dict[int, int] = {}                     # worker rank -> job number it is training
     left = len(jobs)
     try:
+        for p in procs:
+            p.start()
         while left:
             try:
                 kind, rank, jno, payload = results_q.get(timeout=2.0)
@@ -206,11 +285,27 @@ def _run_pool(jobs, pairs, test_idx, cfg, dev, workers) -> Iterator[tuple[SegJob
                 raise SegJobError(f"segmentation worker {rank} on {dev} failed while {what}:\n"
                                   f"{payload}")
     finally:
-        for p in procs:
-            if p.is_alive() and left:
-                p.terminate()
-        for p in procs:
-            p.join(timeout=10)
+        stop_processes(procs, wait=0 if left else 10)
+        jobs_q.close()
+
+
+def stop_processes(procs, wait: float = 0) -> None:
+    """Join ``procs`` (started or not) for up to ``wait`` s, then terminate, then kill what is left.
+
+    Used on every exit path (done, error, KeyboardInterrupt), so no worker outlives its run.
+    """
+    started = [p for p in procs if p.pid is not None]
+    deadline = time.monotonic() + wait
+    for p in started:
+        p.join(timeout=max(0.0, deadline - time.monotonic()))
+    for p in started:
+        if p.is_alive():
+            p.terminate()
+    for p in started:
+        p.join(timeout=5)
+        if p.is_alive():
+            p.kill()
+            p.join(timeout=5)
 
 
 def _dropout_on(model: nn.Module) -> int:

@@ -1,6 +1,8 @@
 """The paper's query strategy, Contrastive Annotation (CA), Jin et al. 2022, section 3.3.
 
 1. K-means (k-means++ init) for every K in [k_min, k_max]; keep the K with the best silhouette.
+   On large pools the sweep runs on a sample and the silhouette is a stratified estimate; only the
+   chosen K is refined on every row (:mod:`coldseg.select.kmeans`, :mod:`coldseg.select.silhouette`).
 2. Split the budget equally across the K clusters (:func:`split_budget`, exact, no overshoot).
 3. Inside each cluster, farthest point sampling picks its share, starting from the member farthest
    from the cluster mean (as in the authors' released code).
@@ -102,6 +104,8 @@ class ContrastiveAnnotation(Selector):
             "k_range": [int(self.k_min), int(k_hi)],
             "silhouette": {str(k): round(v, 6) for k, v in choice.silhouette.items()},
             "silhouette_sample_size": choice.sample_size,
+            "kmeans_fit_sample_size": choice.fit_sample_size,
+            "lloyd_rounds_all_rows": choice.lloyd_iter,
             "cluster_sizes": sizes.tolist(),
             "picks_per_cluster": quota.tolist(),
         }

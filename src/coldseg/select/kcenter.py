@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from coldseg.select.base import Selection, Selector, distances_to_mean
+from coldseg.select.base import Selection, Selector, as_float, distances_to_mean
 from coldseg.select.fps import _sq_dist_to, farthest_point_sampling
 from coldseg.select.registry import register
 
@@ -39,9 +39,10 @@ def k_center_greedy(
              row farthest from them. With no labelled rows the first pick is ``start`` (default: the
              row closest to the mean of X, ties towards the lowest index).
     Returns (n_samples,) int64 indices in pick order; requires n_samples <= n - len(labeled).
-    Cost O(n_samples · n · d) time, O(n) extra memory.
+    Cost at most O(n_samples · n · d) time (far less on clustered pools, see :mod:`fps`); extra memory
+    O(n), plus one copy of X on pools of 20 000 rows or more.
     """
-    X = np.asarray(X, dtype=np.float64)
+    X = as_float(X)
     n = X.shape[0]
     lab = np.unique(np.asarray(labeled, dtype=np.int64))
     if lab.size and (lab.min() < 0 or lab.max() >= n):
@@ -52,7 +53,7 @@ def k_center_greedy(
         )
     if lab.size == 0:
         if start is None:
-            start = int(np.argmin(_sq_dist_to(X, X.mean(axis=0))))
+            start = int(np.argmin(_sq_dist_to(X, X.mean(axis=0, dtype=np.float64))))
         return farthest_point_sampling(X, n_samples, start=start)
     d = np.full(n, np.inf)  # (n,) squared distance to the nearest labelled row
     for j in lab:
@@ -84,7 +85,7 @@ class KCenterGreedy(Selector):
         if self.start not in START_RULES:
             raise ValueError(f"start={self.start!r} is not one of {START_RULES}")
         n = X.shape[0]
-        sq = _sq_dist_to(X, X.mean(axis=0))
+        sq = _sq_dist_to(X, X.mean(axis=0, dtype=np.float64))
         if self.start == "closest_to_mean":
             first = int(np.argmin(sq))
         elif self.start == "farthest_from_mean":

@@ -15,8 +15,11 @@ paper's grid search over ever finer grids; pass ``delta_grid`` to restrict delta
 Purity is estimated on a seeded sample of ``purity_sample`` rows (d_i itself is exact: against all
 rows) when the pool is larger. The purity curve on a coarse grid goes to ``info`` for the manifest.
 
-The graph is a sparse CSR matrix built in row chunks (never a dense n×n array). If it would exceed
-``max_edges`` entries, delta is halved (with a warning) until it fits.
+The graph is a sparse CSR matrix built in row blocks (never a dense n×n array); on pools of 20 000 rows
+or more, pairs of far-apart cells of rows are skipped (:mod:`coldseg.select.neighbors`). If it would
+exceed ``max_edges`` entries, delta is halved (with a warning) until it fits; a build that overflows
+stops as soon as it does. K-means for the pseudo-labels runs on a sample above 20 000 rows and is
+refined on every row (:func:`coldseg.select.kmeans.kmeans`).
 """
 from __future__ import annotations
 
@@ -28,24 +31,12 @@ import numpy as np
 import scipy.sparse as sp
 
 from coldseg.select.base import Selection, Selector, distances_to_mean
-from coldseg.select.kmeans import kmeans
+from coldseg.select.kmeans import kmeans, n_distinct_rows
+from coldseg.select.neighbors import nearest_other_label, radius_graph
 from coldseg.select.registry import register
 from coldseg.select.representative import l2_normalise
 
-_CELLS = 1 << 22  # query rows × pool rows per distance block (32 MiB of float64)
 REPORT_GRID = tuple(round(0.05 * i, 2) for i in range(1, 21))  # 0.05 .. 1.00
-
-
-def _approx_sq_dist(A: np.ndarray, B: np.ndarray) -> np.ndarray:
-    """|a|^2 + |b|^2 - 2 a.b through BLAS: (c, n), accurate to ~1e-12 on unit-norm rows."""
-    D = (A * A).sum(1)[:, None] + (B * B).sum(1)[None, :] - 2.0 * (A @ B.T)
-    return np.maximum(D, 0.0, out=D)
-
-
-def _exact_sq_dist(Z: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
-    """Squared distance of the row pairs (i, j), by differences: exactly 0 for duplicates, symmetric."""
-    diff = Z[i] - Z[j]
-    return np.einsum("ij,ij->i", diff, diff)
 
 
 def sq_dist_to_other_label(Z: np.ndarray, labels: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -54,17 +45,7 @@ def sq_dist_to_other_label(Z: np.ndarray, labels: np.ndarray, rows: np.ndarray) 
     inf where every row shares the label. The nearest row is found through BLAS; its distance is then
     recomputed by differences, the same arithmetic as :func:`delta_ball_graph`.
     """
-    n = Z.shape[0]
-    out = np.full(len(rows), np.inf)
-    step = max(1, _CELLS // n)
-    for s in range(0, len(rows), step):
-        r = rows[s : s + step]
-        D = _approx_sq_dist(Z[r], Z)  # (c, n)
-        D[labels[None, :] == labels[r][:, None]] = np.inf
-        j = np.argmin(D, axis=1)
-        ok = np.isfinite(D[np.arange(len(r)), j])
-        out[s : s + step][ok] = _exact_sq_dist(Z, r[ok], j[ok])
-    return out
+    return nearest_other_label(Z, labels, np.asarray(rows))
 
 
 def purity(sq_d: np.ndarray, delta: float) -> float:
@@ -79,23 +60,11 @@ def largest_pure_sq_delta(sq_d: np.ndarray, alpha: float) -> float:
 
 
 def delta_ball_graph(Z: np.ndarray, sq_delta: float, max_edges: int) -> sp.csr_matrix | None:
-    """CSR (n, n) with A[i, j] = 1 when ||z_i - z_j||^2 < sq_delta or i == j; None past max_edges."""
-    n = Z.shape[0]
-    step = max(1, _CELLS // n)
-    rows, cols, nnz = [], [], 0
-    for s in range(0, n, step):
-        D = _approx_sq_dist(Z[s : s + step], Z)  # (c, n) BLAS, then exact on the near pairs only
-        r, c = np.nonzero(D < sq_delta + 1e-9)
-        r = r + s
-        keep = (r == c) | (_exact_sq_dist(Z, r, c) < sq_delta)  # a row always covers itself
-        r, c = r[keep], c[keep]
-        nnz += len(r)
-        if nnz > max_edges:
-            return None
-        rows.append(r)
-        cols.append(c)
-    r, c = np.concatenate(rows), np.concatenate(cols)
-    return sp.csr_matrix((np.ones(len(r), dtype=np.int32), (r, c)), shape=(n, n))
+    """CSR (n, n) with A[i, j] = 1 when ||z_i - z_j||^2 < sq_delta or i == j; None past max_edges.
+
+    Built a block at a time, pairs between far-apart cells skipped (:func:`~neighbors.radius_graph`).
+    """
+    return radius_graph(Z, sq_delta, max_edges)
 
 
 def greedy_max_coverage(A: sp.csr_matrix, budget: int) -> tuple[np.ndarray, np.ndarray]:
@@ -115,7 +84,8 @@ def greedy_max_coverage(A: sp.csr_matrix, budget: int) -> tuple[np.ndarray, np.n
         ball = A.indices[A.indptr[i] : A.indptr[i + 1]]
         new = ball[~covered[ball]]
         covered[new] = True
-        deg -= np.bincount(A[new].indices, minlength=n)  # each ball loses its newly covered rows
+        hit, times = np.unique(A[new].indices, return_counts=True)  # each ball loses its newly covered rows
+        deg[hit] -= times
     return np.asarray(picks, dtype=np.int64), covered
 
 
@@ -164,9 +134,8 @@ class ProbCover(Selector):
             sq_delta = delta**2
             info["delta_rule"] = "given"
         else:
-            n_distinct = len(np.unique(Z, axis=0)) if n <= 200_000 else n
             K = int(self.n_clusters) if self.n_clusters is not None else min(max(budget, 2), 20)
-            K = min(K, n_distinct)
+            K = n_distinct_rows(Z, K)
             labels = kmeans(Z, K, seed=seed)[0] if K > 1 else np.zeros(n, np.int64)
             rows = np.arange(n)
             if n > self.purity_sample:

@@ -36,9 +36,13 @@ from coldseg.select.registry import register
 
 
 def l2_normalise(X: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length; all-zero rows stay zero. (n, d) -> (n, d)."""
-    norm = np.linalg.norm(X, axis=1, keepdims=True)
-    return np.divide(X, norm, out=np.zeros_like(X), where=norm > 0)
+    """Rows scaled to unit length; all-zero rows stay zero. (n, d) -> (n, d), X's dtype, chunked."""
+    out = np.zeros_like(X)
+    for s in range(0, X.shape[0], 1 << 16):
+        x = X[s : s + (1 << 16)]
+        norm = np.sqrt(np.einsum("ij,ij->i", x, x, dtype=np.float64))[:, None]  # (c, 1)
+        np.divide(x, norm, out=out[s : s + len(x)], where=norm > 0, casting="unsafe")
+    return out
 
 
 def proportional_split(sizes: np.ndarray | list[int], budget: int) -> np.ndarray:

@@ -1,0 +1,133 @@
+"""Time and peak memory of every selector on large synthetic pools (issue 5, "Selection at scale").
+
+Each (selector, n) pair runs in a fresh Python process (this script in ``--child`` mode), so one
+selector's allocations never inflate another's peak. The child loads the cached features, times
+``get_selector(name).select(X, budget, random_state=seed)`` and prints one JSON line:
+
+    {"selector": "ca", "n": 1000000, "d": 128, "budget": 10000, "seconds": 61.2, "peak_rss_mb": 1480.3,
+     "loaded_rss_mb": 770.1}
+
+``peak_rss_mb`` is the child's VmHWM (the whole process: interpreter, numpy/scikit-learn/torch
+imports, the features and the selector's work); ``loaded_rss_mb`` is its RSS after the imports and
+the features were loaded, before the selector ran. ``seconds`` covers the ``select`` call only.
+A failed or timed-out child prints the same keys with ``seconds`` null and an ``error``.
+
+Features: ``--blobs`` (50) isotropic Gaussian blobs in d dimensions (sigma 1, centres drawn from
+N(0, 3^2 I), blob weights uniform in [0.5, 1.5]), float32, generated in chunks straight into a .npy
+file under ``--cache`` so generation is never timed and never held twice in memory.
+
+    python benchmarks/selection_scale.py                          # n = 10^4, 10^5, 10^6, every selector
+    python benchmarks/selection_scale.py --n 1000000 --selectors ca,kcenter --timeout 1800
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+SIZES = (10_000, 100_000, 1_000_000)
+_GEN_CHUNK = 1 << 16
+
+
+def features_path(cache: Path, n: int, d: int, blobs: int, seed: int) -> Path:
+    return cache / f"blobs_n{n}_d{d}_k{blobs}_s{seed}.npy"
+
+
+def make_features(path: Path, n: int, d: int, blobs: int, seed: int) -> Path:
+    """Write (n, d) float32 blob features to ``path`` (once; reused when present)."""
+    if path.exists():
+        return path
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0.0, 3.0, (blobs, d)).astype(np.float32)  # (blobs, d)
+    weights = rng.uniform(0.5, 1.5, blobs)
+    which = rng.choice(blobs, size=n, p=weights / weights.sum())  # (n,) blob of each row
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + f".{os.getpid()}.tmp.npy")
+    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, d))
+    for s in range(0, n, _GEN_CHUNK):
+        w = which[s : s + _GEN_CHUNK]
+        out[s : s + len(w)] = centres[w] + rng.standard_normal((len(w), d), dtype=np.float32)
+    out.flush()
+    del out
+    tmp.rename(path)  # atomic: a half-written file is never picked up
+    return path
+
+
+def _status_mb(key: str) -> float:
+    text = Path("/proc/self/status").read_text()
+    return int(re.search(rf"^{key}:\s+(\d+) kB", text, re.M).group(1)) / 1024.0
+
+
+def child(args: argparse.Namespace) -> None:
+    """One measurement in this (fresh) process; prints one JSON line."""
+    from coldseg.select.registry import get_selector
+
+    selector = get_selector(args.child)  # imports the strategy modules outside the timed region
+    X = np.load(args.features)  # fully in memory, as a real pool's features would be
+    n, d = X.shape
+    budget = max(1, round(args.budget_frac * n))
+    row = {"selector": args.child, "n": n, "d": d, "budget": budget}
+    loaded = _status_mb("VmRSS")
+    t = time.perf_counter()
+    selector.select(X, budget, random_state=args.seed)
+    row.update(seconds=round(time.perf_counter() - t, 3), peak_rss_mb=round(_status_mb("VmHWM"), 1),
+               loaded_rss_mb=round(loaded, 1))
+    print(json.dumps(row), flush=True)
+
+
+def measure(name: str, path: Path, n: int, d: int, args: argparse.Namespace) -> dict:
+    """Run one child; return its JSON row (or a row with the error)."""
+    cmd = [sys.executable, os.path.abspath(__file__), "--child", name, "--features", str(path),
+           "--budget-frac", str(args.budget_frac), "--seed", str(args.seed)]
+    budget = max(1, round(args.budget_frac * n))
+    row = {"selector": name, "n": n, "d": d, "budget": budget, "seconds": None, "peak_rss_mb": None}
+    try:
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
+    except subprocess.TimeoutExpired:
+        return {**row, "error": f"timeout after {args.timeout} s"}
+    lines = [ln for ln in res.stdout.splitlines() if ln.startswith("{")]
+    if res.returncode != 0 or not lines:
+        tail = (res.stderr.strip().splitlines() or ["no output"])[-1]
+        return {**row, "error": f"exit {res.returncode}: {tail[:300]}"}
+    return json.loads(lines[-1])
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--n", type=int, help="one pool size (default: 10^4, 10^5 and 10^6)")
+    p.add_argument("--selectors", help="comma-separated subset (default: every registered selector)")
+    p.add_argument("--d", type=int, default=128)
+    p.add_argument("--blobs", type=int, default=50)
+    p.add_argument("--budget-frac", type=float, default=0.01)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--timeout", type=float, default=None, help="seconds per measurement (default: none)")
+    p.add_argument("--cache", type=Path, default=Path("/tmp/coldseg_selection_scale"))
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    p.add_argument("--features", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.child:
+        return child(args)
+    if args.selectors:
+        names = [s.strip() for s in args.selectors.split(",") if s.strip()]
+    else:
+        from coldseg.select.registry import available
+
+        names = available()
+    for n in [args.n] if args.n else SIZES:
+        if n < 2:
+            p.error(f"--n {n} must be at least 2")
+        path = make_features(features_path(args.cache, n, args.d, args.blobs, args.seed), n, args.d,
+                             args.blobs, args.seed)
+        for name in names:
+            print(json.dumps(measure(name, path, n, args.d, args)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
