@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # One GPU session, every stage independent (a failing stage does not stop the next):
 #   1. MoCo images/s vs bare encoder (benchmarks/train_throughput.py)
-#   2. `coldseg select DATA/images --budget 10%` at SIZE px, timed
-#   3. the benchmark sweep on DATA (resumable: rerun with the same BENCH_DIR to continue)
+#   2. U-Net trainings per minute: stacked models (STACKS, e.g. "8 16") on random data
+#   3. `coldseg select DATA/images --budget 10%` at SIZE px, timed
+#   4. the benchmark sweep on DATA (resumable: rerun with the same BENCH_DIR to continue)
 # Results are packed into at most 8 files under OUT.
 #   bash benchmarks/gpu_session.sh DATA_DIR OUT [SWEEP_SECONDS]
 # Tiny CPU rehearsal: SIZE=32 STEPS=5 EPOCHS=1 SSL_EPOCHS=1 DEVICE=cpu bash benchmarks/gpu_session.sh ...
@@ -14,17 +15,25 @@ SIZE=${SIZE:-128}; STEPS=${STEPS:-1500}; EPOCHS=${EPOCHS:-30}; SSL=${SSL_EPOCHS:
 DEVICE=${DEVICE:-auto}; SEEDS=${SEEDS:-3}; RATIOS=${RATIOS:-5,10,20,30}
 STRATS=${STRATS:-random,ca,kcenter,kmedian,ra,typiclust,probcover,bayesian,coreset-iter}
 BENCH=${BENCH_DIR:-/tmp/bench_$(basename $DATA)}
-STAGES=${STAGES:-throughput,select,sweep}
+STAGES=${STAGES:-throughput,segthroughput,select,sweep}
+STACKS=${STACKS:-8 16}; STACK=${STACK:-8}
 log() { echo "== $(date +%T) $*"; }
 mkdir -p "$OUT"
 (nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; nproc; python3 -c "import torch; print(torch.__version__)") > "$OUT/machine.txt" 2>&1
 cat "$OUT/machine.txt"
-if [[ $STAGES == *throughput* ]]; then
+if [[ ,$STAGES, == *,throughput,* ]]; then
   log "MoCo throughput at $SIZE px"
   python3 benchmarks/train_throughput.py --image-size $SIZE --batch-size 256 --steps 40 --device $DEVICE \
     | tee "$OUT/moco_throughput.json"
 fi
-if [[ $STAGES == *select* ]]; then
+if [[ ,$STAGES, == *,segthroughput,* ]]; then
+  for g in $STACKS; do
+    log "U-Net trainings per minute, stack $g"
+    python3 benchmarks/bench_throughput.py --jobs 16 --steps $STEPS --image-size $SIZE --stack $g --device $DEVICE \
+      | tee -a "$OUT/seg_throughput.jsonl"
+  done
+fi
+if [[ ,$STAGES, == *,select,* ]]; then
   log "coldseg select $DATA/images --budget 10% at $SIZE px"
   rm -rf /tmp/select_run
   start=$(date +%s.%N)
@@ -33,12 +42,12 @@ if [[ $STAGES == *select* ]]; then
   echo "select rc=$? wall_s=$(python3 -c "print(round($(date +%s.%N)-$start,1))")" | tee "$OUT/select_time.txt"
   tar czf "$OUT/select_run.tgz" -C /tmp select_run 2>/dev/null
 fi
-if [[ $STAGES == *sweep* ]]; then
+if [[ ,$STAGES, == *,sweep,* ]]; then
   log "benchmark sweep on $DATA ($STRATS; ratios $RATIOS; $SEEDS seeds; limit ${SWEEP_S}s)"
   start=$(date +%s.%N)
   timeout --signal=INT --kill-after=25 $SWEEP_S python3 -m coldseg.cli benchmark "$DATA" --strategies $STRATS \
     --ratios $RATIOS --seeds $SEEDS --out "$BENCH" --image-size $SIZE --steps $STEPS --ssl-epochs $SSL \
-    --device $DEVICE --quiet
+    --device $DEVICE --stack $STACK --quiet
   echo "sweep rc=$? wall_s=$(python3 -c "print(round($(date +%s.%N)-$start,1))")" | tee "$OUT/sweep_time.txt"
   python3 -m coldseg.cli report "$BENCH" >/dev/null 2>&1
   tar czf "$OUT/bench.tgz" --exclude='*.pt' -C "$(dirname "$BENCH")" "$(basename "$BENCH")"

@@ -18,6 +18,11 @@ file under ``--cache`` so generation is never timed and never held twice in memo
 
     python benchmarks/selection_scale.py                          # n = 10^4, 10^5, 10^6, every selector
     python benchmarks/selection_scale.py --n 1000000 --selectors ca,kcenter --timeout 1800
+
+``--silhouette-error`` instead measures the stratified silhouette estimate (the one ``ca`` uses on
+large pools) against the exact coefficient on the same features: for each K of ``--ks``, K-means
+labels of the first ``--n`` rows (default 20 000), the exact value and the estimate from
+``--sample`` rows (default 5000, ``ca``'s default) for ``--repeats`` seeds, one JSON line per K.
 """
 from __future__ import annotations
 
@@ -99,6 +104,29 @@ def measure(name: str, path: Path, n: int, d: int, args: argparse.Namespace) -> 
     return json.loads(lines[-1])
 
 
+def silhouette_error(args: argparse.Namespace) -> None:
+    """One JSON line per K: exact silhouette, and the stratified estimates' errors over seeds."""
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import silhouette_score
+
+    from coldseg.select.silhouette import SilhouetteSample
+
+    n = args.n or 20_000
+    path = make_features(features_path(args.cache, n, args.d, args.blobs, args.seed), n, args.d, args.blobs,
+                         args.seed)
+    X = np.load(path)
+    samples = [SilhouetteSample(X, args.sample, seed=r) for r in range(args.repeats)]
+    for k in [int(k) for k in args.ks.split(",")]:
+        labels = KMeans(k, n_init=1, random_state=args.seed).fit_predict(X.astype(np.float64))
+        exact = float(silhouette_score(X, labels))
+        est = [S.score(labels, seed=(r, k))[0] for r, S in enumerate(samples)]
+        err = [e - exact for e in est]
+        print(json.dumps({"n": n, "k": k, "sample": args.sample, "exact": round(exact, 5),
+                          "estimates": [round(e, 5) for e in est],
+                          "max_abs_error": round(max(abs(e) for e in err), 5),
+                          "mean_error": round(float(np.mean(err)), 5)}), flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--n", type=int, help="one pool size (default: 10^4, 10^5 and 10^6)")
@@ -109,11 +137,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--timeout", type=float, default=None, help="seconds per measurement (default: none)")
     p.add_argument("--cache", type=Path, default=Path("/tmp/coldseg_selection_scale"))
+    p.add_argument("--silhouette-error", action="store_true", help="measure the silhouette estimate's error")
+    p.add_argument("--ks", default="2,3,5,10,15,20", help="K values for --silhouette-error")
+    p.add_argument("--sample", type=int, default=5000, help="silhouette sample for --silhouette-error")
+    p.add_argument("--repeats", type=int, default=5, help="seeds for --silhouette-error")
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--features", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
         return child(args)
+    if args.silhouette_error:
+        return silhouette_error(args)
     if args.selectors:
         names = [s.strip() for s in args.selectors.split(",") if s.strip()]
     else:

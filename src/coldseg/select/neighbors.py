@@ -1,9 +1,9 @@
 """Exact Euclidean neighbour queries on large pools without an n×n matrix (ProbCover's delta-balls).
 
-Candidates are found through BLAS (|a|^2 + |b|^2 - 2 a·b, in the features' dtype, a block of rows at a
-time) and every kept pair is then recomputed by differences, so the answer is exact (symmetric, 0 for
-duplicates) up to the candidate margin. The margin covers the BLAS rounding for rows of norm <= 1,
-the only use here (ProbCover works on L2-normalised features).
+Distances come from BLAS (|a|^2 + |b|^2 - 2 a·b, in the features' dtype, a block of rows at a time);
+a pair whose BLAS value lies within a margin of the threshold is measured again by differences, so
+every decision is exact (and symmetric) as long as the BLAS rounding stays below the margin, which
+holds for rows of norm <= 1, the only use here (ProbCover works on L2-normalised features).
 
 Radius graphs on pools of 20 000 rows or more skip most pairs: the rows are grouped into compact cells
 (:func:`coldseg.select.fps.cell_labels`) and two cells are compared only when their bounding balls come
@@ -17,8 +17,8 @@ import scipy.sparse as sp
 _CELLS = 1 << 22  # entries per block of distances
 _PAIRS = 1 << 18  # pairs per block of the exact recheck
 CELL_MIN_ROWS = 20_000
-_ROWS_PER_CELL = 2048
-_MAX_CELLS = 512
+_ROWS_PER_CELL = 512
+_MAX_CELLS = 1024
 
 
 def margin(dtype: np.dtype) -> float:
@@ -53,19 +53,20 @@ def nearest_other_label(Z: np.ndarray, labels: np.ndarray, rows: np.ndarray) -> 
     """
     n, m = Z.shape[0], len(rows)
     sq = row_sq_norms(Z)
+    unit = bool(np.all(np.abs(sq - 1.0) < margin(Z.dtype) / 8))
     Q, ql, qn = Z[rows], labels[rows], sq[rows]
-    best = np.full(m, np.inf)
+    best = np.full(m, -np.inf)  # largest -|q - z|^2 / 2 (+ 1 on unit rows) so far
     arg = np.full(m, -1, dtype=np.int64)
     step = max(256, _CELLS // max(m, 1))
     for s in range(0, n, step):
-        D = Q @ Z[s : s + step].T  # (m, c)
-        D *= -2.0
-        D += qn[:, None].astype(D.dtype)
-        D += sq[None, s : s + step].astype(D.dtype)
-        D[ql[:, None] == labels[None, s : s + step]] = np.inf
-        j = np.argmin(D, axis=1)
-        v = D[np.arange(m), j]
-        better = v < best
+        S = Q @ Z[s : s + step].T  # (m, c) q·z; on unit rows -|q - z|^2 / 2 = q·z - 1
+        if not unit:
+            S -= 0.5 * qn[:, None].astype(S.dtype)
+            S -= 0.5 * sq[None, s : s + step].astype(S.dtype)
+        S[ql[:, None] == labels[None, s : s + step]] = -np.inf
+        j = np.argmax(S, axis=1)
+        v = S[np.arange(m), j]
+        better = v > best
         best[better] = v[better]
         arg[better] = s + j[better]
     out = np.full(m, np.inf)
@@ -75,21 +76,42 @@ def nearest_other_label(Z: np.ndarray, labels: np.ndarray, rows: np.ndarray) -> 
 
 
 def _pairs_within(Z, sq, qs, qe, cs, ce, sq_delta, slack, room):
-    """Exact pairs (i, j), i in rows [qs, qe), j in [cs, ce), with |z_i - z_j|^2 < sq_delta or i == j,
-    as int32 arrays; None as soon as there are more than ``room``."""
+    """Pairs (i, j), i in rows [qs, qe), j in [cs, ce), with |z_i - z_j|^2 < sq_delta or i == j, as int32
+    arrays and their count; None as soon as there are more than ``room``.
+
+    A BLAS value below sq_delta - slack (or above sq_delta + slack) decides a pair by itself: its
+    rounding error is far below the slack. Only the pairs inside the band are measured by differences.
+    """
     rs, cs_, count = [], [], 0
     step = max(1, _CELLS // max(ce - cs, 1))
+    tol = slack / 8  # unit rows: their norms' error stays far inside the slack
+    unit = bool(np.all(np.abs(sq[qs:qe] - 1.0) < tol) and np.all(np.abs(sq[cs:ce] - 1.0) < tol))
     for a in range(qs, qe, step):
         b = min(a + step, qe)
-        D = Z[a:b] @ Z[cs:ce].T  # (c, m)
-        D *= -2.0
-        D += sq[a:b, None].astype(D.dtype)
-        D += sq[None, cs:ce].astype(D.dtype)
-        r, c = np.nonzero(D < sq_delta + slack)
-        del D
+        S = Z[a:b] @ Z[cs:ce].T  # (c, m) a·b; |a - b|^2 = |a|^2 + |b|^2 - 2 a·b, = 2 - 2 a·b on unit rows
+        if unit:  # |a - b|^2 < t  <=>  a·b > 1 - t / 2
+            near = S > 1.0 - 0.5 * (sq_delta + slack)
+            sure = 1.0 - 0.5 * (sq_delta - slack)
+        else:
+            S *= 2.0
+            S -= sq[a:b, None].astype(S.dtype)
+            S -= sq[None, cs:ce].astype(S.dtype)  # S = -|a - b|^2
+            near = S > -(sq_delta + slack)
+            sure = -(sq_delta - slack)
+        found = np.count_nonzero(near)
+        if found == 0:
+            continue
+        if count + found > room and count + np.count_nonzero(S > sure) > room:
+            return None  # the sure pairs alone overflow
+        r, c = np.nonzero(near)
+        del near
+        band = S[r, c] <= sure
+        del S
         r += a
         c += cs
-        keep = (r == c) | (exact_sq_dist(Z, r, c) < sq_delta)  # a row always covers itself
+        band &= r != c  # a row always covers itself
+        keep = np.ones(len(r), dtype=bool)
+        keep[band] = exact_sq_dist(Z, r[band], c[band]) < sq_delta
         count += int(keep.sum())
         if count > room:
             return None
