@@ -21,6 +21,7 @@ import warnings
 import numpy as np
 from sklearn.cluster import MiniBatchKMeans, kmeans_plusplus
 from sklearn.neighbors import NearestNeighbors
+from threadpoolctl import threadpool_limits
 
 from coldseg.select.base import Selection, Selector
 from coldseg.select.kmeans import _assign_numpy, kmeans, n_distinct_rows
@@ -71,11 +72,12 @@ class TypiClust(Selector):
         S = X[np.sort(np.random.default_rng(seed).choice(n, min(n, max(3 * 4096, 3 * K)), replace=False))]
         S = S.astype(np.float64)
         best = None
-        for r in range(3):
-            C, _ = kmeans_plusplus(S, K, random_state=(seed + r) % 2**32)
-            inertia = float(((S - C[_assign_numpy(S, C)]) ** 2).sum())
-            if best is None or inertia < best[0]:
-                best = (inertia, C)
+        with threadpool_limits(limits=1):  # k-means++ is K small products: threads cost more than they give
+            for r in range(3):
+                C, _ = kmeans_plusplus(S, K, random_state=(seed + r) % 2**32)
+                inertia = float(((S - C[_assign_numpy(S, C)]) ** 2).sum())
+                if best is None or inertia < best[0]:
+                    best = (inertia, C)
         mb = MiniBatchKMeans(n_clusters=K, init=best[1], n_init=1, random_state=seed, batch_size=4096).fit(X)
         return mb.labels_.astype(np.int64), mb.cluster_centers_.astype(np.float64)
 
@@ -105,7 +107,8 @@ class TypiClust(Selector):
             c = int(cands[np.lexsort((cands, -sizes[cands], picked[cands]))[0]])
             if c not in ranked:
                 members = np.flatnonzero(labels == c)
-                t = typicality(X[members], int(self.k_nn))
+                with threadpool_limits(limits=1):  # one small kNN per cluster (see kmeans._SMALL_FIT_THREADS)
+                    t = typicality(X[members], int(self.k_nn))
                 order = np.lexsort((members, -t))  # most typical first, ties: lower row index
                 ranked[c] = (members[order], t[order])
             members, t = ranked[c]
