@@ -20,7 +20,9 @@ def _floats(text: str) -> list[float]:
 
 
 def _names(text: str) -> list[str]:
-    return list(dict.fromkeys(t.strip() for t in text.split(",") if t.strip()))
+    from coldseg.select.registry import split_specs
+
+    return list(dict.fromkeys(split_specs(text)))
 
 
 def add_benchmark_parser(sub) -> argparse.ArgumentParser:
@@ -41,6 +43,9 @@ def add_benchmark_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--channels", default=None, help="U-Net channels per level (default 32,64,128,256,512)")
     p.add_argument("--test-fraction", type=float, default=0.2, metavar="F", help="test share (default 0.2)")
     p.add_argument("--split-seed", type=int, default=0, help="seed of the pool/test split, shared by all runs")
+    p.add_argument("--evaluate-on", choices=["test", "validation"], default="test",
+                   help="score on the test split (default) or on a validation split carved from the pool, for "
+                        "design choices that must never see the test set")
     p.add_argument("--multiclass", action="store_true", help="mask pixel values are class ids")
     p.add_argument("--masks-dir", default="masks", help="mask folder inside DATA_DIR (default masks)")
     p.add_argument("--rounds", type=int, default=3, metavar="R", help="rounds of the iterative strategies (default 3)")
@@ -99,7 +104,7 @@ def config_from_args(args: argparse.Namespace):
         data_dir=args.data_dir, out_dir=args.out, strategies=args.strategies, ratios=args.ratios,
         seeds=list(range(args.seeds)), image_size=pick("image_size") or 128, seg=SegConfig(**seg_kw),
         test_fraction=args.test_fraction, split_seed=args.split_seed, multiclass=args.multiclass,
-        masks_dir=args.masks_dir, rounds=args.rounds, features=args.features, ssl_epochs=pick("ssl_epochs"),
+        evaluate_on=args.evaluate_on, masks_dir=args.masks_dir, rounds=args.rounds, features=args.features, ssl_epochs=pick("ssl_epochs"),
         include_full=not args.no_full, workers=args.workers, stack=args.stack, device=device,
         progress=not args.quiet,
         command=canonical_command(args))
@@ -115,6 +120,8 @@ def canonical_command(args: argparse.Namespace) -> str:
             parts += ["--" + flag.replace("_", "-"), str(v)]
     parts += ["--test-fraction", f"{args.test_fraction:g}", "--split-seed", str(args.split_seed),
               "--rounds", str(args.rounds), "--features", args.features, "--masks-dir", args.masks_dir]
+    if args.evaluate_on != "test":
+        parts += ["--evaluate-on", args.evaluate_on]
     parts += [f for f, on in (("--multiclass", args.multiclass), ("--no-full", args.no_full),
                               ("--tiny", args.tiny)) if on]
     return shlex.join(parts)

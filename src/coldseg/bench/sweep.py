@@ -45,6 +45,7 @@ class BenchmarkConfig:
     seg: Any = None                     # SegConfig; None -> SegConfig() (1500 steps, batch 32)
     test_fraction: float = 0.2
     split_seed: int = 0
+    evaluate_on: str = "test"           # 'test' | 'validation': a split of the pool; the test set stays unread
     multiclass: bool = False
     masks_dir: str = "masks"
     rounds: int = 3                     # iterative strategies: rounds including the random first one
@@ -82,11 +83,15 @@ class Outcome:
 def strategy_kinds(names: Sequence[str]) -> dict[str, str]:
     """name -> 'selector' | 'iterative' | 'full'; unknown names raise, listing every valid one."""
     from coldseg.iterative import iterative_names
-    from coldseg.select.registry import available
+    from coldseg.select.registry import available, get_selector, parse_spec
 
     table = {n: "selector" for n in available()}
     table.update({n: "iterative" for n in iterative_names()})
     table[R.FULL] = "full"
+    for n in names:                                 # selector specs with parameters, e.g. typiclust[k_nn=10]
+        if n not in table and "[" in n and table.get(parse_spec(n)[0]) == "selector":
+            get_selector(n)                         # a bad parameter fails here, before any data is read
+            table[n] = "selector"
     bad = [n for n in names if n not in table]
     if bad:
         raise ValueError(f"unknown strategy name(s) {', '.join(map(repr, bad))}; choose from: "
@@ -117,6 +122,8 @@ def validate(cfg: BenchmarkConfig) -> None:
     if cfg.workers is not None and cfg.stack is not None and cfg.workers > 1 and cfg.stack > 1:
         raise ValueError(f"workers={cfg.workers} and stack={cfg.stack}: choose worker processes or "
                          "stacked models, not both")
+    if cfg.evaluate_on not in ("test", "validation"):
+        raise ValueError(f"evaluate_on={cfg.evaluate_on!r} must be 'test' or 'validation'")
     if cfg.image_size < 8:
         raise ValueError(f"image_size={cfg.image_size} is too small; use at least 8 px")
 
@@ -128,9 +135,34 @@ def settings_of(cfg: BenchmarkConfig, seg: Any, pairs: Any) -> dict[str, Any]:
             "masks_dir": cfg.masks_dir, "n_pairs": len(pairs), "ids_sha256": ids_sha,
             "multiclass": bool(cfg.multiclass), "n_classes": int(pairs.n_classes),
             "image_size": int(cfg.image_size), "test_fraction": float(cfg.test_fraction),
-            "split_seed": int(cfg.split_seed), "rounds": int(cfg.rounds), "features": cfg.features,
+            "split_seed": int(cfg.split_seed), **_evaluate_on_setting(cfg), "rounds": int(cfg.rounds), "features": cfg.features,
             "ssl_epochs": cfg.ssl_epochs,
             "seg": {k: v for k, v in dataclasses.asdict(seg).items() if k not in _NOT_RESULTS}}
+
+
+def _evaluate_on_setting(cfg: BenchmarkConfig) -> dict[str, str]:
+    # recorded only when not the default, so folders written before the option existed still match
+    return {} if cfg.evaluate_on == "test" else {"evaluate_on": cfg.evaluate_on}
+
+
+def evaluation_split(cfg: BenchmarkConfig, ids: Sequence[str], groups: Sequence[str] | None
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """(pool_idx, eval_idx) into the dataset's pairs.
+
+    ``evaluate_on='test'``: the pool/test split. ``'validation'``: the same split, then the pool is split
+    again (grouped, same fraction, seed ``split_seed + 1``) into a smaller pool and a validation set;
+    runs train and score inside the original pool only, so design choices made on these numbers never
+    see a test image.
+    """
+    from coldseg.data.splits import pool_test_split
+
+    pool_idx, test_idx = pool_test_split(ids, groups, test_fraction=cfg.test_fraction, seed=cfg.split_seed)
+    if cfg.evaluate_on == "test":
+        return pool_idx, test_idx
+    sub_groups = None if groups is None else [groups[i] for i in pool_idx]
+    inner, val = pool_test_split(len(pool_idx), sub_groups, test_fraction=cfg.test_fraction,
+                                 seed=cfg.split_seed + 1)
+    return pool_idx[inner], pool_idx[val]
 
 
 def plan(cfg: BenchmarkConfig, kinds: dict[str, str], n_pool: int, dataset: str,
@@ -154,7 +186,6 @@ def plan(cfg: BenchmarkConfig, kinds: dict[str, str], n_pool: int, dataset: str,
 def run_benchmark(cfg: BenchmarkConfig, *, features_fn: FeaturesFn | None = None) -> Outcome:
     """Run every missing (strategy, ratio, seed) of ``cfg``; write results, then the report."""
     from coldseg.data.pairs import load_pairs
-    from coldseg.data.splits import pool_test_split
     from coldseg.segment.train import SegConfig, resolve_device
 
     t_start = time.perf_counter()
@@ -163,8 +194,7 @@ def run_benchmark(cfg: BenchmarkConfig, *, features_fn: FeaturesFn | None = None
     seg = cfg.seg or SegConfig()
     pairs = load_pairs(cfg.data_dir, cfg.image_size, multiclass=cfg.multiclass, progress=cfg.progress,
                        masks_dir=cfg.masks_dir)
-    pool_idx, test_idx = pool_test_split(pairs.ids, pairs.groups, test_fraction=cfg.test_fraction,
-                                         seed=cfg.split_seed)
+    pool_idx, test_idx = evaluation_split(cfg, pairs.ids, pairs.groups)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     R.check_or_write_settings(out, settings_of(cfg, seg, pairs))

@@ -26,18 +26,84 @@ def available() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def _parse_value(text: str) -> Any:
+    """'3' -> 3, '0.5' -> 0.5, 'true'/'false' -> bool, 'none' -> None, anything else -> the string."""
+    low = text.strip().lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if low == "none":
+        return None
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text.strip()
+
+
+def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
+    """``"name"`` or ``"name[key=value;key=value]"`` -> (name, params).
+
+    The bracket form sets a strategy's constructor arguments from the command line, e.g.
+    ``typiclust[k_nn=10]``; values are read as int, float, true/false, none, else string.
+    """
+    spec = spec.strip()
+    if "[" not in spec:
+        if "]" in spec:
+            raise ValueError(f"strategy {spec!r}: ']' without '['; write e.g. typiclust[k_nn=10]")
+        return spec, {}
+    name, _, rest = spec.partition("[")
+    if not rest.endswith("]") or "[" in rest[:-1] or "]" in rest[:-1]:
+        raise ValueError(f"strategy {spec!r}: parameters go in one pair of brackets at the end, "
+                         "e.g. typiclust[k_nn=10;min_cluster_size=3]")
+    params: dict[str, Any] = {}
+    for item in filter(None, (t.strip() for t in rest[:-1].split(";"))):
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip().isidentifier():
+            raise ValueError(f"strategy {spec!r}: {item!r} is not key=value")
+        params[key.strip()] = _parse_value(value)
+    return name.strip(), params
+
+
+def split_specs(text: str) -> list[str]:
+    """Split a comma list of strategy specs, ignoring commas inside brackets; drops empties."""
+    out, depth, cur = [], 0, []
+    for ch in text:
+        depth += (ch == "[") - (ch == "]")
+        if ch == "," and depth == 0:
+            out.append("".join(cur).strip())
+            cur = []
+        else:
+            cur.append(ch)
+    out.append("".join(cur).strip())
+    return [t for t in out if t]
+
+
 def get_selector(name: str, **params: Any) -> Selector:
-    """An instance of the strategy called ``name``; the error lists the valid names."""
+    """An instance of the strategy ``name`` (a plain name or a ``name[key=value;...]`` spec).
+
+    The error lists the valid names; an unknown parameter names the strategy's accepted ones.
+    """
     _load_builtins()
+    base, spec_params = parse_spec(name)
     try:
-        cls = _REGISTRY[name]
+        cls = _REGISTRY[base]
     except KeyError:
-        raise ValueError(f"unknown strategy {name!r}; choose one of: {', '.join(available())}") from None
-    return cls(**params)
+        raise ValueError(f"unknown strategy {base!r}; choose one of: {', '.join(available())}") from None
+    merged = {**spec_params, **params}
+    try:
+        return cls(**merged)
+    except TypeError as err:
+        import inspect
+
+        accepted = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+        raise ValueError(f"strategy {base!r} rejects parameters {sorted(merged)}: {err}; it accepts: "
+                         f"{', '.join(accepted) or 'none'}") from None
 
 
 def selector_class(name: str) -> type[Selector]:
     _load_builtins()
+    name = parse_spec(name)[0]
     if name not in _REGISTRY:
         raise ValueError(f"unknown strategy {name!r}; choose one of: {', '.join(available())}")
     return _REGISTRY[name]
@@ -67,5 +133,6 @@ _BUILTIN_MODULES: list[str] = [
     "coldseg.select.representative",
     "coldseg.select.typiclust",
     "coldseg.select.probcover",
+    "coldseg.select.ca_typical",
 ]
 

@@ -1,0 +1,169 @@
+"""CA with typicality: the paper's cluster-then-spread recipe, changed where it favours outliers.
+
+The paper's CA (:mod:`coldseg.select.ca`) clusters with the K of best silhouette (2 or 3 on real
+pools), splits the budget equally, and runs farthest point sampling (FPS) from the member farthest
+from the cluster mean. Each of these pulls picks towards rare, atypical images: tiny K leaves FPS to
+spread hundreds of picks over a big cluster, FPS visits the boundary first, and an equal split gives
+a small odd cluster as many labels as the bulk. This selector keeps the structure (cluster, share,
+spread inside each cluster, round-robin list) and exposes each choice as a parameter:
+
+``per_cluster``  K = ceil(budget / per_cluster), capped at ``max_clusters`` and the distinct rows;
+                 ``None`` keeps the paper's silhouette-chosen K (k_min..min(k_max, budget)).
+``allocation``   ``"equal"`` (the paper; :func:`coldseg.select.ca.split_budget`) or
+                 ``"proportional"`` to cluster size (largest remainder,
+                 :func:`coldseg.select.representative.proportional_split`).
+``start``        first pick of a cluster: ``"farthest"`` from its mean (the paper), ``"medoid"`` (the
+                 member nearest the k-means centre) or ``"typical"`` (highest typicality).
+``beta``         later picks maximise  min-distance-to-picks × (typicality / max typicality) ** beta:
+                 beta = 0 is the paper's FPS, larger beta trades spread for typical images.
+
+typicality(x) = 1 / mean distance to the ``k_nn`` nearest other members of x's cluster (Hacohen et al.
+2022). Members of clusters larger than ``typicality_sample`` are scored against a seeded sample of that
+many members (the ranking, not the scale, is what the pick uses), so the cost stays O(n·sample·d).
+
+The registered defaults (``ca-typical``) were fixed once for every dataset; docs/results.md gives the
+evidence and the ablation. ``ca-typical[per_cluster=none;allocation=equal;start=farthest;beta=0]`` picks
+the same images as ``ca`` for the same seed (a test checks it); only the list order differs (here the
+largest cluster leads each round).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from sklearn.neighbors import NearestNeighbors
+from threadpoolctl import threadpool_limits
+
+from coldseg.select.base import Selection, Selector
+from coldseg.select.ca import interleave, split_budget
+from coldseg.select.kmeans import choose_k, n_distinct_rows
+from coldseg.select.registry import register
+from coldseg.select.representative import proportional_split
+from coldseg.select.typiclust import TypiClust
+
+ALLOCATIONS = ("equal", "proportional")
+STARTS = ("farthest", "medoid", "typical")
+
+
+def sampled_typicality(Xc: np.ndarray, k: int, sample: int, rng: np.random.Generator) -> np.ndarray:
+    """(m,) typicality of every row of Xc (m, d): 1 / mean distance to its k nearest other rows.
+
+    With m > sample the neighbours are searched among a seeded sample of ``sample`` rows (a row in the
+    sample skips itself). A singleton gets 0; exact duplicates get a large finite value (1e12).
+    """
+    m = Xc.shape[0]
+    if m == 1:
+        return np.zeros(1)
+    ref_idx = np.arange(m) if m <= sample else np.sort(rng.choice(m, sample, replace=False))
+    kk = min(k, len(ref_idx) - 1)
+    nn = NearestNeighbors(n_neighbors=kk + 1, algorithm="brute").fit(Xc[ref_idx])
+    dist, nbr = nn.kneighbors(Xc)                                  # (m, kk+1), may include self
+    is_self = ref_idx[nbr] == np.arange(m)[:, None]
+    # drop self where present, else the farthest of the kk+1 neighbours
+    keep = ~is_self
+    drop_last = keep.all(axis=1)
+    keep[drop_last, -1] = False
+    mean = (dist * keep).sum(axis=1) / kk
+    return 1.0 / np.maximum(mean, 1e-12)
+
+
+def weighted_fps(Xc: np.ndarray, q: int, first: int, weight: np.ndarray) -> np.ndarray:
+    """q rows of Xc (m, d) in pick order: ``first``, then argmax of min-distance-to-picks × weight.
+
+    weight (m,) >= 0; weight ≡ 1 is plain farthest point sampling. Ties: lowest index. O(m·q·d).
+    """
+    m = Xc.shape[0]
+    picks = [int(first)]
+    d = np.sqrt(np.maximum(((Xc - Xc[first]) ** 2).sum(axis=1), 0.0))   # (m,)
+    taken = np.zeros(m, dtype=bool)
+    taken[first] = True
+    for _ in range(q - 1):
+        score = np.where(taken, -np.inf, d * weight)
+        j = int(np.argmax(score))
+        picks.append(j)
+        taken[j] = True
+        np.minimum(d, np.sqrt(np.maximum(((Xc - Xc[j]) ** 2).sum(axis=1), 0.0)), out=d)
+    return np.asarray(picks, dtype=np.int64)
+
+
+@register
+class CATypical(Selector):
+    """Over-clustered k-means, proportional shares, typicality-weighted FPS from the most typical image."""
+
+    name = "ca-typical"
+    summary = "CA with typicality (coldseg's default): K tied to the budget, proportional split, typical-first FPS"
+
+    def __init__(self, per_cluster: float | None = 1.0, allocation: str = "proportional", start: str = "typical",
+                 beta: float = 1.0, k_nn: int = 20, max_clusters: int = 500, typicality_sample: int = 4000,
+                 k_min: int = 2, k_max: int = 20, silhouette_sample: int = 5000):
+        self.per_cluster = per_cluster
+        self.allocation = allocation
+        self.start = start
+        self.beta = beta
+        self.k_nn = k_nn
+        self.max_clusters = max_clusters
+        self.typicality_sample = typicality_sample
+        self.k_min, self.k_max, self.silhouette_sample = k_min, k_max, silhouette_sample
+
+    def _check_params(self) -> None:
+        if self.allocation not in ALLOCATIONS:
+            raise ValueError(f"allocation={self.allocation!r}: choose one of {', '.join(ALLOCATIONS)}")
+        if self.start not in STARTS:
+            raise ValueError(f"start={self.start!r}: choose one of {', '.join(STARTS)}")
+        if self.per_cluster is not None and not (isinstance(self.per_cluster, (int, float))
+                                                 and self.per_cluster >= 1):
+            raise ValueError(f"per_cluster={self.per_cluster!r} must be a number >= 1, or none for the "
+                             "silhouette-chosen K")
+        if not isinstance(self.beta, (int, float)) or not math.isfinite(self.beta) or self.beta < 0:
+            raise ValueError(f"beta={self.beta!r} must be a finite number >= 0")
+        for key in ("k_nn", "max_clusters", "typicality_sample"):
+            v = getattr(self, key)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+                raise ValueError(f"{key}={v!r} must be a positive integer")
+
+    def _clusters(self, X: np.ndarray, budget: int, seed: int) -> tuple[np.ndarray, np.ndarray, dict]:
+        if self.per_cluster is None:
+            k_hi = min(self.k_max, budget)
+            choice = choose_k(X, range(self.k_min, k_hi + 1), seed=seed, sample_size=self.silhouette_sample)
+            sil = {str(k): round(v, 6) for k, v in choice.silhouette.items()}
+            return choice.labels, choice.centers, {"k_rule": "silhouette", "silhouette": sil}
+        want = min(math.ceil(budget / float(self.per_cluster)), int(self.max_clusters))
+        K = max(1, min(want, n_distinct_rows(X, want)))
+        labels, centers = TypiClust()._cluster(X, K, seed)
+        return labels, centers, {"k_rule": f"ceil(budget / {self.per_cluster:g}), at most {self.max_clusters}"}
+
+    def _select(self, X: np.ndarray, budget: int, rng: np.random.Generator) -> Selection:
+        self._check_params()
+        seed = int(rng.integers(2**31 - 1))
+        labels, centers, info = self._clusters(X, budget, seed)
+        K = centers.shape[0]
+        members = [np.flatnonzero(labels == c) for c in range(K)]
+        sizes = np.array([len(m) for m in members])
+        split = split_budget if self.allocation == "equal" else proportional_split
+        quota = split(sizes, budget)
+        typ_rng = np.random.default_rng(seed + 1)
+        groups, order = [], np.lexsort((np.arange(K), -sizes))           # largest cluster first
+        for c in order:
+            if quota[c] == 0:
+                continue
+            M, Xc = members[c], X[members[c]]
+            with threadpool_limits(limits=1):   # many small kNN fits: threads cost more than they give
+                t = sampled_typicality(Xc, int(self.k_nn), int(self.typicality_sample), typ_rng)
+            if self.start == "typical":
+                first = int(np.argmax(t))
+            else:
+                ref = Xc.mean(axis=0) if self.start == "farthest" else centers[c]
+                d0 = ((Xc - ref) ** 2).sum(axis=1)
+                first = int(np.argmax(d0) if self.start == "farthest" else np.argmin(d0))
+            w = (t / t.max()) ** float(self.beta) if self.beta > 0 and t.max() > 0 else np.ones(len(M))
+            groups.append(M[weighted_fps(Xc, int(quota[c]), first, w)])
+        idx, pos = interleave(groups)
+        kept = [c for c in order if quota[c] > 0]
+        cl = np.asarray(kept, dtype=np.int64)[pos]
+        dist = np.linalg.norm(X[idx] - centers[cl], axis=1)
+        info.update({
+            "k": int(K), "allocation": self.allocation, "start": self.start, "beta": float(self.beta),
+            "per_cluster": self.per_cluster, "k_nn": int(self.k_nn),
+            "cluster_sizes": sizes.tolist(), "picks_per_cluster": quota.tolist(),
+        })
+        return Selection(idx, cl, dist, labels=labels, info=info)

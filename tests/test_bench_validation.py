@@ -1,0 +1,62 @@
+"""Benchmark options for design work: a validation split that never reads the test set, and
+selector specs with parameters (``name[key=value]``) in a sweep."""
+import numpy as np
+import pytest
+
+from coldseg.bench import results as R
+from coldseg.bench.sweep import BenchmarkConfig, evaluation_split, strategy_kinds
+from coldseg.data.splits import pool_test_split
+
+from test_bench import fake_features, tiny_config, write_pairs
+
+
+def _cfg(**kw):
+    return BenchmarkConfig(data_dir=".", out_dir=".", strategies=["random"], ratios=[10], seeds=[0], **kw)
+
+
+@pytest.mark.parametrize("groups", [None, [f"g{i // 3}" for i in range(60)]])
+def test_validation_split_stays_inside_the_pool(groups):
+    ids = [f"im{i}" for i in range(60)]
+    pool, test = pool_test_split(ids, groups, test_fraction=0.2, seed=7)
+    inner, val = evaluation_split(_cfg(evaluate_on="validation", split_seed=7), ids, groups)
+    assert set(inner) | set(val) == set(pool)                  # a partition of the pool ...
+    assert not set(inner) & set(val) and not (set(val) | set(inner)) & set(test)   # ... never the test set
+    assert len(val) == pytest.approx(0.2 * len(pool), abs=3)
+    if groups is not None:                                     # whole source groups on one side
+        assert not {groups[i] for i in inner} & {groups[i] for i in val}
+    same_pool, same_test = evaluation_split(_cfg(split_seed=7), ids, groups)
+    assert same_pool.tolist() == pool.tolist() and same_test.tolist() == test.tolist()
+
+
+def test_bad_evaluate_on_is_named(tmp_path):
+    from coldseg.bench.sweep import validate
+
+    with pytest.raises(ValueError, match="evaluate_on='train'"):
+        validate(_cfg(evaluate_on="train"))
+
+
+def test_specs_are_selectors_and_bad_parameters_fail_early():
+    assert strategy_kinds(["random", "ca-typical[beta=0]"]) == {"random": "selector",
+                                                                  "ca-typical[beta=0]": "selector"}
+    with pytest.raises(ValueError, match="accepts"):
+        strategy_kinds(["ca-typical[gamma=1]"])
+    with pytest.raises(ValueError, match="unknown strategy"):
+        strategy_kinds(["nope[beta=0]"])
+
+
+def test_tiny_validation_sweep_with_a_spec(tmp_path):
+    from coldseg.bench.sweep import run_benchmark
+
+    data = write_pairs(tmp_path / "data")
+    out = tmp_path / "out"
+    cfg = tiny_config(data, out, strategies=["random", "ca-typical[beta=0]"], ratios=[50], seeds=[0],
+                      evaluate_on="validation", include_full=False)
+    run_benchmark(cfg, features_fn=fake_features)
+    rows = R.read_results(out)
+    assert sorted(r["strategy"] for r in rows) == ["ca-typical[beta=0]", "random"]
+    assert all(0.0 <= float(r["dice"]) <= 1.0 for r in rows)
+    assert '"evaluate_on": "validation"' in (out / "settings.json").read_text()
+    # a test-split run into the same folder is refused: the settings differ
+    with pytest.raises(ValueError):
+        run_benchmark(tiny_config(data, out, strategies=["random"], ratios=[50], seeds=[0],
+                                  include_full=False), features_fn=fake_features)
