@@ -9,8 +9,9 @@ its label; without, clusters are -1 and distances are to the pool mean; ``info``
 The caller's array is never modified, and a second call with the same seed gives the identical result.
 NaN or infinite features raise a ValueError that names the bad rows; bad budgets (0, negative, n + 1,
 floats, bools, strings, None) raise a clear TypeError/ValueError naming the value. Finite but huge
-features (beyond the range above) must give a valid result or a clear error: the known failures are
-marked xfail(strict=True) with the bug in the reason.
+features (float64 up to ~1e307, float32 up to its max) give a valid result with finite distances and
+the same picks as the features scaled down by a power of two; beyond the float64 distance range they
+are refused with an error naming the rows.
 
 The strategies are looped over ``available()``, so a newly registered selector is covered without
 editing this file. Examples are derandomised (the same in CI as here); per-selector example counts
@@ -122,7 +123,9 @@ def assert_contract(sel, X: np.ndarray, budget: int) -> None:
     else:  # no clusters: cluster -1 and the distance to the pool mean
         assert (np.asarray(sel.clusters) == -1).all()
         X64 = X.astype(np.float64)
-        expect = np.linalg.norm(X64[idx] - X64.mean(axis=0), axis=1)
+        e = int(np.frexp(np.abs(X64).max())[1])  # computed at scale 2**-e: exact, never overflows
+        Xs = np.ldexp(X64, -e)
+        expect = np.ldexp(np.linalg.norm(Xs[idx] - Xs.mean(axis=0), axis=1), e)
         np.testing.assert_allclose(dist, expect, rtol=1e-5, atol=1e-5 * (1.0 + np.abs(X64).max()))
     json.dumps(sel.info)  # the manifest must be able to hold it
 
@@ -267,42 +270,67 @@ def test_out_of_range_budget_on_any_pool(name):
 
 
 # ---------------------------------------------------------------------------------------------
-# finite but huge features (outside the range above): a valid result or a clear error, never inf
+# finite but huge features (outside the range above): same picks as the features scaled down, never inf
 
-#: (id, features, budget). Squared distances overflow: float64 beyond ~1e154, float32 beyond ~1e19.
+
+#: (id, features, budget). Squared distances overflow: float64 beyond ~1e154, float32 beyond ~1e19;
+#: Selector.select scales such matrices by a power of two first (select/base.py, module doc).
 HUGE = [
     ("float64-1e155", np.array([[0.0], [1e155]]), 1),
     ("float32-1e20", np.array([[0.0], [1e20]], np.float32), 1),
+    ("float64-1e300-blobs", np.repeat([[1e300, -1e300], [0.0, 0.0], [-3e299, 5e299]], 3, axis=0)
+     * (1 + 1e-3 * np.arange(9))[:, None], 4),
+    ("float32-3e38-mixed", np.array([[3e38, 1.0], [-3e38, 2.0], [1e30, -5.0], [0.0, 0.0], [2.5e38, 1e10]],
+                                    np.float32), 3),
 ]
-#: known failures (bug: distances overflow to inf; typiclust crashes inside scikit-learn's kNN)
-HUGE_BUGS = {
-    "float64-1e155": {
-        n: "bug: finite float64 features >= ~1e154 overflow the squared distances: Selection.distances "
-        "is inf (typiclust: scikit-learn ValueError 'cannot reshape array'); check_features lets them in"
-        for n in ("ca", "kcenter", "kmedian", "probcover", "ra", "random", "typiclust")
-    },
-    "float32-1e20": {
-        n: "bug: float32 features are kept as float32 (base.check_features) and the distance to the "
-        "cluster centre is computed in float32, so |x| >= ~1e19 gives Selection.distances = inf"
-        for n in ("kmedian", "ra", "typiclust")
-    },
-}
 
 
-def _huge_params():
-    for case_id, X, budget in HUGE:
-        for name in SELECTORS:
-            reason = HUGE_BUGS[case_id].get(name)
-            marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
-            yield pytest.param(name, X, budget, id=f"{name}-{case_id}", marks=marks)
+@pytest.mark.filterwarnings("error:overflow encountered:RuntimeWarning")  # no overflow anywhere
+@pytest.mark.parametrize("name", SELECTORS)
+@pytest.mark.parametrize("case_id, X, budget", HUGE, ids=[h[0] for h in HUGE])
+def test_huge_finite_features_give_a_valid_result(name, case_id, X, budget):
+    sel = get_selector(name).select(X, budget, random_state=0)
+    assert_contract(sel, X, budget)  # finite distances, in the caller's units
+    assert sel.info["feature_scale_log2"] < 0
 
 
-@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
-@pytest.mark.parametrize("name, X, budget", list(_huge_params()))
-def test_huge_finite_features_give_a_valid_result_or_a_clear_error(name, X, budget):
-    try:
-        sel = get_selector(name).select(X, budget, random_state=0)
-    except ValueError as err:  # refusing is fine if it says which rows and what to do
-        assert "row" in str(err), str(err)
-        return
-    assert_contract(sel, X, budget)
+#: (power of two k, dtype): k large enough that X * 2**k crosses the rescaling threshold
+SCALES = [(50, np.float64), (480, np.float64), (900, np.float64), (60, np.float32), (100, np.float32)]
+
+
+@pytest.mark.filterwarnings("error:overflow encountered:RuntimeWarning")
+@pytest.mark.parametrize("name", SELECTORS)
+@pytest.mark.parametrize("k, dtype", SCALES, ids=[f"{np.dtype(d).name}-2**{k}" for k, d in SCALES])
+def test_huge_features_pick_as_their_scaled_down_copy(name, k, dtype):
+    """X * 2**k picks exactly what X picks, with distances times 2**k (the rescaling is exact)."""
+    rng = np.random.default_rng(k)
+    X = np.concatenate([rng.normal(size=(8, 3)) + c for c in ((0, 0, 0), (6, 0, 0), (0, 6, 6))])
+    X = X.astype(dtype)  # (24, 3) three blobs
+    big = np.ldexp(X, k).astype(dtype)
+    assert np.isfinite(big).all()
+    a = get_selector(name).select(X, 7, random_state=3)
+    b = get_selector(name).select(big, 7, random_state=3)
+    assert "feature_scale_log2" not in a.info  # normal features are used untouched
+    np.testing.assert_array_equal(a.indices, b.indices)
+    np.testing.assert_array_equal(a.clusters, b.clusters)
+    np.testing.assert_allclose(b.distances, np.ldexp(a.distances, k), rtol=1e-5)
+    assert np.isfinite(b.distances).all()
+
+
+@pytest.mark.parametrize("name", SELECTORS)
+def test_features_beyond_the_float64_distance_range_are_refused_naming_rows(name):
+    X = np.array([[0.0, 1.0], [1.7e308, 0.0], [2.0, 2.0], [-1e308, 5.0]])
+    with pytest.raises(ValueError) as err:
+        get_selector(name).select(X, 2, random_state=0)
+    msg = str(err.value)
+    assert "2 row(s): 1, 3" in msg and "too large" in msg and "divide the features" in msg, msg
+
+
+def test_normal_features_are_not_copied_or_rescaled():
+    from coldseg.select.base import overflow_exponent
+
+    assert overflow_exponent(np.array([[1e12, -3.0]])) == 0  # below 2**40 ~ 1.1e12
+    assert overflow_exponent(np.array([[3.0, -2.0**40]])) == 41  # max |x| = 2**40 -> 2**40 * 2**-41 = 0.5
+    assert overflow_exponent(np.array([[1e12]], np.float32)) == 0
+    assert overflow_exponent(np.array([[1e147]])) == 489
+    assert overflow_exponent(np.array([[-3e38]], np.float32)) == 128

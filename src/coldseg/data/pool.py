@@ -3,10 +3,36 @@
 The id of an image is its path relative to the folder, with '/' separators. Unreadable files are
 skipped and reported, never fatal; byte-identical duplicates are collapsed to their first id (in
 sorted order) so that the same picture can never be picked twice.
+
+Folders as they come (docs/reliability.md lists each case and its test):
+* Ids never leave the folder: they are relative paths found by walking it, so no id is absolute or
+  holds a '..' part. Symbolic links to *files* are followed, wherever they point (a pool is often a
+  folder of links into a dataset); the id is the link's own path inside the folder. Symbolic links to
+  *folders* are not followed (no loops, no walking into a whole disk); each one is named in a warning
+  and in ``Pool.unfollowed``. A link that loops or dangles is an unreadable file: skipped, with reason.
+* Hidden files and folders (names starting with '.': ``.DS_Store``, ``._x.png``, ``.thumbs/``) are left
+  out; their number is in ``Pool.hidden`` and in one line on stderr.
+* A file name that is not valid UTF-8, or that holds a line break or other control character, is
+  skipped with a reason saying to rename it: ids go into UTF-8 CSV/JSON/Label Studio files and into
+  one-id-per-line text files, which could not hold them faithfully. Spaces, commas, quotes, '%', '#'
+  and any Unicode letter are fine (the writers quote them).
+* A folder that cannot be listed (permissions) is skipped with a reason, as an unreadable file is. An
+  images folder whose own absolute path is not UTF-8 (or holds a control character) is refused at once
+  with :class:`PoolError`: the outputs list absolute paths.
+* Files that an earlier coldseg run wrote (listed in a coldseg ``manifest.json`` beside them, e.g. the
+  report's map.png when ``--out`` lies inside the images folder) are never read as images: left out,
+  counted in ``Pool.outputs`` and in one line on stderr.
+* Pixels are those a viewer shows: the EXIF orientation is applied (a phone photo stored sideways
+  comes out upright); animated GIFs and multi-page TIFFs give their first frame, named in a warning
+  and in ``Pool.multi_frame``; 16-bit, palette (with or without transparency), CMYK, grey+alpha and
+  RGBA images are converted as :func:`to_uint8` says.
+* An image with more pixels than ``PIL.Image.MAX_IMAGE_PIXELS`` (Pillow's decompression-bomb guard,
+  89 million by default) is skipped with a reason naming its size, before its pixels are decoded.
 """
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import sys
 import warnings
@@ -15,10 +41,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm.auto import tqdm
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+#: the pool also reads GIFs (first frame); image+mask pairs keep IMAGE_EXTENSIONS
+POOL_EXTENSIONS = IMAGE_EXTENSIONS + (".gif",)
+_EXIF_ORIENTATION = 0x0112
 
 
 @dataclass
@@ -31,6 +60,10 @@ class Pool:
     skipped: list[dict] = field(default_factory=list)     # {"id", "reason"}
     duplicates: list[dict] = field(default_factory=list)  # {"id", "same_as"}
     ignored: int = 0                # files without an image extension
+    hidden: int = 0                 # hidden files and folders left out (names starting with '.')
+    unfollowed: list[str] = field(default_factory=list)   # symbolic links to folders, not followed
+    multi_frame: list[dict] = field(default_factory=list)  # {"id", "frames"}: first frame used
+    outputs: list[str] = field(default_factory=list)      # files of an earlier coldseg run, left out
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -50,34 +83,126 @@ class PoolError(ValueError):
     """The folder cannot give a usable pool (missing, not a folder, no readable image)."""
 
 
-def scan(root: str | os.PathLike) -> tuple[list[str], int]:
-    """Relative paths of the image files below ``root`` (sorted), and the count of other files.
+@dataclass
+class Listing:
+    """What walking the folder found (see :func:`list_folder`)."""
 
-    Symbolic links to folders are not followed (no loops); hidden files and folders are skipped.
-    """
+    images: list[str]               # ids of image files with usable names, sorted
+    other: int = 0                  # files without an image extension
+    hidden: int = 0                 # hidden files and folders left out
+    unfollowed: list[str] = field(default_factory=list)   # symbolic links to folders (not walked)
+    bad: list[dict] = field(default_factory=list)         # {"id", "reason"}: bad names, unlistable folders
+    outputs: list[str] = field(default_factory=list)      # ids of files an earlier coldseg run wrote
+
+
+def printable(rel: str) -> str:
+    """``rel`` safe for UTF-8 text: bytes that are not UTF-8 shown as ``\\xNN`` (they arrive from the
+    file system as lone surrogates, which no UTF-8 writer accepts)."""
+    return os.fsencode(rel).decode("utf-8", "backslashreplace") if _has_surrogates(rel) else rel
+
+
+def _has_surrogates(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _has_controls(text: str) -> bool:
+    """A control character, or anything str.splitlines() splits on (U+2028, U+0085, ...)."""
+    return any(ord(c) < 32 or ord(c) == 127 for c in text) or text.splitlines() != [text]
+
+
+def shown(text: str) -> str:
+    """``text`` quoted for a message: printable() of it, escaped like repr() when it holds controls."""
+    text = printable(text)
+    return repr(text) if _has_controls(text) else f"'{text}'"
+
+
+def name_problem(rel: str) -> str:
+    """Why the id ``rel`` cannot be written to the outputs ('' when it can)."""
+    if _has_surrogates(rel):
+        return (f"file name is not valid UTF-8 ({shown(rel)}); rename it in UTF-8 so that its id can "
+                "be written to the CSV/JSON outputs")
+    if _has_controls(rel):
+        return (f"file name {shown(rel)} holds a line break or control character; rename it (ids are "
+                "written one per line)")
+    return ""
+
+
+def list_folder(root: str | os.PathLike) -> Listing:
+    """Walk ``root``: image ids (sorted) and everything left out, with reasons (module docstring)."""
     root = Path(root)
     if not root.exists():
         raise PoolError(f"images folder {str(root)!r} does not exist")
     if not root.is_dir():
         raise PoolError(f"{str(root)!r} is not a folder; pass the folder that holds the images")
-    found, other = [], 0
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+    where = os.fspath(root.resolve())
+    if name_problem(where):  # outputs hold absolute paths: fail now, not after training
+        raise PoolError(f"the images folder's path {shown(where)} is not valid UTF-8 or holds a line "
+                        "break or control character; rename the folder (the outputs list absolute paths)")
+    out = Listing([])
+
+    def unlistable(err: OSError) -> None:
+        rel = Path(err.filename).relative_to(root).as_posix() if err.filename else "?"
+        out.bad.append({"id": printable(rel) + "/",
+                        "reason": f"folder cannot be listed: {type(err).__name__}: {err.strerror or err}"})
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unlistable, followlinks=False):
+        written = _coldseg_outputs(Path(dirpath)) if "manifest.json" in filenames else set()
+        out.hidden += sum(d.startswith(".") for d in dirnames) + sum(f.startswith(".") for f in filenames)
+        links = [d for d in dirnames if not d.startswith(".") and os.path.islink(os.path.join(dirpath, d))]
+        out.unfollowed += [printable(Path(dirpath, d).relative_to(root).as_posix()) for d in links]
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in links)
         for f in filenames:
             if f.startswith("."):
                 continue
-            if f.lower().endswith(IMAGE_EXTENSIONS):
-                found.append(Path(dirpath, f).relative_to(root).as_posix())
+            if f in written:  # --out inside the images folder: never read a run's figures as images
+                out.outputs.append(printable(Path(dirpath, f).relative_to(root).as_posix()))
+                continue
+            if not f.lower().endswith(POOL_EXTENSIONS):
+                out.other += 1
+                continue
+            rel = Path(dirpath, f).relative_to(root).as_posix()
+            problem = name_problem(rel)
+            if problem:
+                out.bad.append({"id": printable(rel), "reason": problem})
             else:
-                other += 1
-    return sorted(found), other
+                out.images.append(rel)
+    out.images.sort()
+    out.unfollowed.sort()
+    out.outputs.sort()
+    return out
+
+
+def _coldseg_outputs(folder: Path) -> set[str]:
+    """Names listed in ``folder/manifest.json`` when a coldseg run wrote it (a dict with "coldseg" and
+    "files"), else an empty set. Unreadable or foreign manifests are ignored."""
+    try:
+        m = json.loads((folder / "manifest.json").read_text("utf-8"))
+    except (OSError, ValueError):
+        return set()
+    if not isinstance(m, dict) or "coldseg" not in m or not isinstance(m.get("files"), list):
+        return set()
+    return {f for f in m["files"] if isinstance(f, str) and "/" not in f}
+
+
+def scan(root: str | os.PathLike) -> tuple[list[str], int]:
+    """Relative paths of the usable image files below ``root`` (sorted), and the count of other files.
+
+    Symbolic links to folders are not followed (no loops); hidden files and folders are skipped.
+    """
+    listing = list_folder(root)
+    return listing.images, listing.other
 
 
 def to_uint8(im: Image.Image) -> tuple[np.ndarray, bool]:
     """Any PIL image -> (H, W, 3) uint8 and whether it had a single channel.
 
     16-bit and float images are stretched from their own min..max to 0..255 (a 12-bit X-ray stored in
-    16 bits would otherwise be nearly black); RGBA and LA drop alpha; palette and CMYK become RGB.
+    16 bits would otherwise be nearly black); RGBA and LA drop alpha (transparent pixels keep their
+    colour); palette images (with or without transparency) take their palette colours; CMYK becomes RGB.
     """
     if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         a = np.asarray(im, dtype=np.float64)
@@ -88,36 +213,60 @@ def to_uint8(im: Image.Image) -> tuple[np.ndarray, bool]:
     if im.mode in ("L", "LA", "1"):
         g = np.asarray(im.convert("L"))
         return np.repeat(g[:, :, None], 3, axis=2), True
+    if im.mode in ("P", "PA"):  # via RGBA: Pillow's direct P -> RGB warns on per-entry transparency
+        im = im.convert("RGBA")
     return np.asarray(im.convert("RGB")), False
 
 
-def load_image(path: Path, size: int) -> tuple[np.ndarray, bool]:
-    """Decode one file to (3, size, size) uint8 (squashed to a square, as segmentation sets are)."""
+def load_image(path: Path, size: int, *, upright: bool = False) -> tuple[np.ndarray, bool]:
+    """Decode one file to (3, size, size) uint8 (squashed to a square, as segmentation sets are).
+
+    upright: apply the EXIF orientation, as viewers do (the pool does; image+mask pairs keep the
+    stored orientation, the one their size check and masks are compared with).
+    """
+    arr, gray, _ = decode(path, size, upright=upright)
+    return arr, gray
+
+
+def decode(path: Path, size: int, *, upright: bool = True,
+           max_pixels: int | None = None) -> tuple[np.ndarray, bool, int]:
+    """(3, size, size) uint8, single channel?, number of frames. The first frame of a multi-frame file.
+
+    max_pixels: refuse (DecompressionBombError) an image with more pixels, from its header alone.
+    """
     with Image.open(path) as im:
+        frames = int(getattr(im, "n_frames", 1) or 1)
+        w, h = im.size
+        if max_pixels and w * h > max_pixels:
+            raise Image.DecompressionBombError(
+                f"{w}x{h} = {w * h} pixels exceeds the decompression-bomb limit of {max_pixels} "
+                "(PIL.Image.MAX_IMAGE_PIXELS); raise that limit if you trust the file")
         im.seek(0)  # first frame of animated / multi-page files
         im.load()
-        arr, gray = to_uint8(im)
+        if upright and im.getexif().get(_EXIF_ORIENTATION, 1) != 1:
+            arr, gray = to_uint8(ImageOps.exif_transpose(im))
+        else:
+            arr, gray = to_uint8(im)
     pil = Image.fromarray(arr)
     if pil.size != (size, size):
         pil = pil.resize((size, size), Image.BILINEAR, reducing_gap=2.0)
-    return np.asarray(pil).transpose(2, 0, 1).copy(), gray
+    return np.asarray(pil).transpose(2, 0, 1).copy(), gray, frames
 
 
-def _read_one(args: tuple[Path, str, int]) -> tuple[str, str | None, np.ndarray | None, bool, str]:
+def _read_one(args: tuple[Path, str, int]) -> tuple[str, str | None, np.ndarray | None, bool, str, int]:
+    """(id, sha256, (3, S, S) pixels, single channel?, '' or why it was skipped, frames)."""
     root, rel, size = args
     path = root / rel
     try:
         data = path.read_bytes()
         if not data:
-            return rel, None, None, False, "empty file (0 bytes)"
+            return rel, None, None, False, "empty file (0 bytes)", 0
         digest = hashlib.sha256(data).hexdigest()
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            arr, gray = load_image(path, size)
-        return rel, digest, arr, gray, ""
+        arr, gray, frames = decode(path, size, upright=True, max_pixels=Image.MAX_IMAGE_PIXELS)
+        return rel, digest, arr, gray, "", frames
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError,
             Image.DecompressionBombWarning) as e:
-        return rel, None, None, False, f"{type(e).__name__}: {e}".strip()
+        return rel, None, None, False, f"{type(e).__name__}: {e}".strip(), 0
 
 
 def load_pool(root: str | os.PathLike, size: int = 128, *, workers: int | None = None,
@@ -129,16 +278,24 @@ def load_pool(root: str | os.PathLike, size: int = 128, *, workers: int | None =
     if size < 8:
         raise ValueError(f"image size {size} is too small; use at least 8 pixels")
     root = Path(root)
-    rels, other = scan(root)
+    listing = list_folder(root)
+    rels = listing.images
+    skipped = announce(listing, stacklevel=3)
+    if not rels and skipped:
+        raise PoolError(f"nothing usable in {str(root)!r}: {len(skipped)} image file(s)/folder(s) left out, "
+                        f"e.g. {shown(skipped[0]['id'])}: {skipped[0]['reason']}")
     if not rels:
-        raise PoolError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) found in {str(root)!r}")
+        raise PoolError(f"no image files ({', '.join(POOL_EXTENSIONS)}) found in {str(root)!r}")
     workers = workers or min(8, (os.cpu_count() or 1) + 2)
-    ids, digests, arrays, grays, skipped, dups = [], [], [], [], [], []
+    ids, digests, arrays, grays, dups, multi = [], [], [], [], [], []
     seen: dict[str, str] = {}
-    with ThreadPoolExecutor(workers) as ex:
+    # Pillow warns (then refuses) past MAX_IMAGE_PIXELS; decode() refuses first with a clearer reason,
+    # so the warning is silenced once here, in this thread (catch_warnings is not thread-safe)
+    with warnings.catch_warnings(), ThreadPoolExecutor(workers) as ex:
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         results = ex.map(_read_one, [(root, r, size) for r in rels])
-        for rel, digest, arr, gray, reason in tqdm(results, total=len(rels), desc="reading images",
-                                                    unit="img", disable=not progress, leave=False):
+        for rel, digest, arr, gray, reason, frames in tqdm(results, total=len(rels), desc="reading images",
+                                                            unit="img", disable=not progress, leave=False):
             if arr is None:
                 skipped.append({"id": rel, "reason": reason})
                 print(f"coldseg: skipped unreadable {rel}: {reason}", file=sys.stderr)
@@ -151,9 +308,38 @@ def load_pool(root: str | os.PathLike, size: int = 128, *, workers: int | None =
             digests.append(digest)
             arrays.append(arr)
             grays.append(gray)
+            if frames > 1:
+                multi.append({"id": rel, "frames": frames})
     if not ids:
         raise PoolError(f"none of the {len(rels)} image files in {str(root)!r} could be read")
     if dups:
         print(f"coldseg: {len(dups)} byte-identical duplicate(s) left out (kept the first of each)",
               file=sys.stderr)
-    return Pool(root, ids, np.stack(arrays), digests, all(grays), skipped, dups, other)
+    if multi:
+        warnings.warn(f"{len(multi)} file(s) hold several frames or pages; only the first is used: "
+                      f"{_names([m['id'] for m in multi])}", stacklevel=2)
+    return Pool(root, ids, np.stack(arrays), digests, all(grays), skipped, dups, listing.other,
+                listing.hidden, listing.unfollowed, multi, listing.outputs)
+
+
+def announce(listing: Listing, *, stacklevel: int = 2) -> list[dict]:
+    """Say what the folder walk left out (stderr lines; a warning for unfollowed folder links).
+
+    Returns the skipped entries ({"id", "reason"}) to start ``Pool.skipped`` with."""
+    if listing.hidden:
+        print(f"coldseg: left out {listing.hidden} hidden file(s)/folder(s) (names starting with '.')",
+              file=sys.stderr)
+    if listing.unfollowed:
+        warnings.warn(f"{len(listing.unfollowed)} symbolic link(s) to folders not followed (their images are "
+                      f"not in the pool): {_names(listing.unfollowed)}; link the files, or copy the folder",
+                      stacklevel=stacklevel)
+    if listing.outputs:
+        print(f"coldseg: left out {len(listing.outputs)} file(s) written by an earlier coldseg run inside the "
+              f"images folder: {_names(listing.outputs)}", file=sys.stderr)
+    for b in listing.bad:
+        print(f"coldseg: skipped {shown(b['id'])}: {b['reason']}", file=sys.stderr)
+    return list(listing.bad)
+
+
+def _names(ids: list[str], at_most: int = 5) -> str:
+    return ", ".join(ids[:at_most]) + (f" and {len(ids) - at_most} more" if len(ids) > at_most else "")

@@ -10,6 +10,20 @@ Precision: float32 and float64 features are used as given (no copy for a C-conti
 10^6 × 128 float32 features is 0.5 GB, and a float64 copy would double it); float16 is widened to
 float32 and integers to float64. Selectors are dtype-agnostic: they compute in the features' dtype and
 accumulate sums (means, objectives) in float64.
+
+Huge but finite features: a squared distance overflows once |x| nears sqrt(dtype max) (float32: ~1e19,
+float64: ~1e154); k-means inertias and silhouette sums, which add n·d such terms, overflow earlier, and
+some tables hold distances in float32 whatever the features' dtype (the silhouette's). So
+:meth:`Selector.select` multiplies the whole matrix by a power of two, 2**-e, when its largest
+magnitude reaches ``SCALE_ABOVE`` = 2**40 (~1.1e12, for both dtypes; see :func:`overflow_exponent`),
+so that the largest magnitude lands in [0.5, 1). A
+power of two is exact in binary floating point, so every comparison a selector makes (argmax, argmin,
+ties) is unchanged: the picks are those of the unscaled features. ``Selection.distances`` are scaled
+back (x 2**e) to the caller's units; other distance-valued ``info`` entries (e.g. kcenter's
+``covering_radius``) stay in the scaled units, and ``info["feature_scale_log2"] = -e`` says so.
+Features below the threshold are used untouched (no copy, identical results). Features so large that
+a distance between two rows could exceed the float64 range (|x| > float64 max / (4·sqrt(d)), about
+1e307) cannot give finite distances at all: :func:`check_features` refuses them, naming the rows.
 """
 from __future__ import annotations
 
@@ -29,7 +43,7 @@ class Selection:
     indices:  (budget,) int64, unique, in pick order (rank 1 first).
     clusters: (budget,) int64, the cluster of each pick, or -1 where the strategy has no clusters.
     distances: (budget,) float64, Euclidean distance of each pick to its cluster centroid
-               (to the pool mean where the strategy has no clusters).
+               (to the pool mean where the strategy has no clusters), in the features' units, finite.
     labels:   (n,) int64, cluster of every pool item, or None.
     info:     JSON-serialisable facts for the manifest (K, silhouette curve, ...).
     """
@@ -67,8 +81,46 @@ def as_float(X: Any) -> np.ndarray:
     return np.ascontiguousarray(X, dtype=float_dtype(X))
 
 
+def _max_abs(X: np.ndarray) -> float:
+    """max |x| over a finite, non-empty matrix, without an |X| copy (two reductions)."""
+    return max(float(X.max()), -float(X.min()))
+
+
+#: features with max |x| >= this are scaled by a power of two before selection: float32's 2**(128/2 - 24),
+#: a 2**48 margin on squared values (sums of n·d squared differences, up to 4 n d max|x|^2, stay finite
+#: in float32 for n·d up to ~10^13), used for float64 too since some distance tables are float32
+SCALE_ABOVE = 2.0**40
+
+
+def overflow_exponent(X: np.ndarray) -> int:
+    """e such that ``X * 2**-e`` is safe from overflow in squared-distance sums; 0 when X is safe as is.
+
+    X: (n, d) finite float32/float64. Nonzero only when max |x| >= ``SCALE_ABOVE`` (2**40 ~ 1.1e12);
+    then e is the binary exponent of max |x|, so the scaled matrix has max |x| in [0.5, 1).
+    """
+    return _exponent_for(_max_abs(X))
+
+
+def _exponent_for(max_abs: float) -> int:
+    return 0 if max_abs < SCALE_ABOVE else int(np.frexp(max_abs)[1])
+
+
+def scale_by_power_of_two(X: np.ndarray, e: int) -> np.ndarray:
+    """A new array ``X * 2**-e`` in X's dtype (exact barring underflow of tiny entries)."""
+    return np.ldexp(X, np.intc(-e)).astype(X.dtype, copy=False)
+
+
 def check_features(features: Any) -> np.ndarray:
-    """Validate a feature matrix; return it as C-contiguous float32 or float64 (n, d), see the module doc."""
+    """Validate a feature matrix; return it as C-contiguous float32 or float64 (n, d), see the module doc.
+
+    Raises ValueError naming the rows for NaN/inf entries, and for entries so large (|x| > float64 max /
+    (4·sqrt(d))) that the distance between two rows would not fit in float64.
+    """
+    return _checked(features)[0]
+
+
+def _checked(features: Any) -> tuple[np.ndarray, float]:
+    """:func:`check_features` and the largest magnitude it measured: (X (n, d), max |x|)."""
     X = np.asarray(features)
     if X.ndim != 2:
         raise ValueError(f"features must be a 2-D array (n_images, n_features); got shape {X.shape}")
@@ -83,7 +135,19 @@ def check_features(features: Any) -> np.ndarray:
         rows = np.flatnonzero(bad)
         shown = ", ".join(map(str, rows[:10])) + (" ..." if len(rows) > 10 else "")
         raise ValueError(f"features hold NaN or infinite values in {len(rows)} row(s): {shown}")
-    return X
+    limit = np.finfo(np.float64).max / (4.0 * np.sqrt(X.shape[1]))
+    m = _max_abs(X)
+    if m > limit:
+        too_big = np.concatenate([(np.abs(X[s : s + _FINITE_CHUNK]) > limit).any(axis=1)
+                                  for s in range(0, X.shape[0], _FINITE_CHUNK)])  # (n,)
+        rows = np.flatnonzero(too_big)
+        shown = ", ".join(map(str, rows[:10])) + (" ..." if len(rows) > 10 else "")
+        raise ValueError(
+            f"features are too large to measure distances in {len(rows)} row(s): {shown} (|x| up to "
+            f"{m:.3g}; distances between rows would exceed the float64 range beyond "
+            f"{limit:.3g}); divide the features by a constant, e.g. their largest magnitude"
+        )
+    return X, m
 
 
 def check_budget(budget: Any, n: int) -> int:
@@ -110,10 +174,21 @@ class Selector(ABC):
     summary: ClassVar[str] = ""
 
     def select(self, features: Any, budget: int, *, random_state: RandomState = None) -> Selection:
-        X = check_features(features)
+        """``budget`` unique rows of ``features`` (n, d), in pick order; see :class:`Selection`.
+
+        Huge features are scaled by a power of two first (module doc): same picks, distances in the
+        caller's units. The caller's array is never modified.
+        """
+        X, max_abs = _checked(features)
         budget = check_budget(budget, X.shape[0])
+        e = _exponent_for(max_abs)
+        if e:
+            X = scale_by_power_of_two(X, e)  # (n, d) a scaled copy
         sel = self._select(X, budget, as_generator(random_state))
         _check_result(sel, budget, X.shape[0], self.name)
+        if e:
+            sel.distances = np.ldexp(sel.distances, np.intc(e))  # (budget,) back in the caller's units
+            sel.info["feature_scale_log2"] = -e
         return sel
 
     @abstractmethod
