@@ -48,8 +48,10 @@ def moco_features_fn(*, image_size: int, epochs: int | None, cache_dir: Path, de
 
         cfg = MocoConfig(image_size=image_size) if epochs is None else MocoConfig(image_size=image_size,
                                                                                    epochs=epochs)
+        # resume=True: a sweep stopped during MoCo continues from the last epoch's checkpoint (the
+        # cache key holds every setting, so only the same training can be resumed)
         out = compute_features(images, seed=seed, settings=cfg, device=device, cache_dir=cache_dir,
-                               progress=progress)
+                               progress=progress, resume=True)
         return out[0] if isinstance(out, tuple) else out
 
     return fn
