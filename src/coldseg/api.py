@@ -1,6 +1,7 @@
 """The Python API: ``coldseg.select`` and ``coldseg.embed`` mirror the CLI commands."""
 from __future__ import annotations
 
+import dataclasses
 import math
 import platform
 import sys
@@ -15,9 +16,12 @@ from typing import Any
 import numpy as np
 
 from coldseg import __version__
+from coldseg.data.decoded import load_pool_cached
 from coldseg.data.pool import Pool, load_pool
+from coldseg.data.stream import LoaderConfig
+from coldseg.features.distributed import DistInfo, on_main, session
 from coldseg.features.external import load_features
-from coldseg.features.train import MocoConfig, pick_device, summarize_log
+from coldseg.features.train import MocoConfig, summarize_log
 from coldseg.io.outputs import OutputDir
 from coldseg.select.base import Selection
 from coldseg.select.registry import get_selector
@@ -84,8 +88,36 @@ def _device_name(dev) -> str:
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
+def _load_pool(images_dir: str | Path, image_size: int, *, cache_dir, progress: bool, dinfo: DistInfo,
+               decoded_cache: bool = True) -> Pool:
+    """The pool. With ``decoded_cache`` its pixels are decoded once into the cache and memory-mapped
+    (coldseg.data.decoded), else read into memory (given features: nothing is cached). Under torchrun
+    rank 0 reads the folder and the other ranks open the same decoded file (or get no pixels)."""
+    from coldseg.features.embed import default_cache_dir
+
+    def read() -> Pool:
+        if not decoded_cache:
+            return load_pool(images_dir, image_size, progress=progress)
+        return load_pool_cached(images_dir, image_size, progress=progress,
+                                cache_dir=Path(cache_dir) if cache_dir is not None else default_cache_dir())
+
+    if not dinfo.active:
+        return read()
+    mine: list[Pool] = []
+
+    def shell() -> tuple[Pool, str | None]:
+        mine.append(read())
+        return dataclasses.replace(mine[0], images=None), getattr(mine[0].images, "filename", None)
+
+    pool, path = on_main(shell, dinfo)  # no pixels in the broadcast
+    if mine:
+        return mine[0]
+    return dataclasses.replace(pool, images=np.load(path, mmap_mode="r") if path else None)
+
+
 def _features(pool: Pool, features: str | Path | np.ndarray | None, cfg: MocoConfig, *, seed: int, dev,
-              cache_dir, resume: bool, progress: bool) -> tuple[np.ndarray, dict[str, Any]]:
+              cache_dir, resume: bool, progress: bool, loader: LoaderConfig | None = None,
+              dinfo: DistInfo | None = None) -> tuple[np.ndarray, dict[str, Any]]:
     if features is not None:
         if isinstance(features, (str, Path)):
             X = load_features(features, pool.ids)
@@ -98,7 +130,7 @@ def _features(pool: Pool, features: str | Path | np.ndarray | None, cfg: MocoCon
 
     X, info = compute_features(pool.images, seed=seed, settings=cfg, device=dev, cache_dir=cache_dir,
                                content_key=pool.content_key(), ids=pool.ids, grayscale=pool.grayscale,
-                               resume=resume, progress=progress)
+                               resume=resume, progress=progress, loader=loader, dist=dinfo)
     log = info["log"]
     return X, {"source": "cache" if info["cache_hit"] else "moco", "cache_key": info["cache_key"],
                "cache_dir": info["cache_dir"], "dim": int(X.shape[1]), "layer": cfg.feature_layer,
@@ -130,33 +162,53 @@ def select(images_dir: str | Path, budget: int | str, *, out: str | Path | None 
            batch_size: int = 128, features: str | Path | np.ndarray | None = None, resume: bool = False,
            device: str | None = None, cache_dir: str | Path | None = None, report: bool = True,
            url_prefix: str | None = None, strategy_params: dict[str, Any] | None = None,
-           moco: MocoConfig | None = None, progress: bool = True) -> SelectResult:
+           moco: MocoConfig | None = None, progress: bool = True,
+           loader: LoaderConfig | None = None) -> SelectResult | None:
     """Pick ``budget`` images of ``images_dir`` to annotate; write the outputs into ``out`` if given.
 
     budget: a number of images (50) or a percentage of the readable pool ("10%").
     features: a features file or (n, d) array to use instead of training MoCo.
     moco: full MoCo settings; when given, its ``image_size``, ``epochs`` and ``batch_size`` are used
     (the pool is read at ``moco.image_size``) and the three plain arguments are ignored.
+    loader: how pixels reach the encoder (whole pool on the device or streamed; speed and memory only).
     Raises ValueError (PoolError, FeaturesError) for bad input and OutputError when ``out`` cannot be
     written; in both cases nothing is left in ``out``.
+
+    Under ``torchrun`` (WORLD_SIZE > 1) every process calls this: all train and embed their shares
+    (coldseg.features.distributed); rank 0 selects, writes ``out`` and returns the result, the other
+    ranks return None.
     """
+    with session(device) as (dinfo, dev):
+        return _select(images_dir, budget, out=out, strategy=strategy, seed=seed, image_size=image_size,
+                       epochs=epochs, batch_size=batch_size, features=features, resume=resume,
+                       cache_dir=cache_dir, report=report, url_prefix=url_prefix,
+                       strategy_params=strategy_params, moco=moco, progress=progress, loader=loader,
+                       dinfo=dinfo, dev=dev)
+
+
+def _select(images_dir, budget, *, out, strategy, seed, image_size, epochs, batch_size, features, resume,
+            cache_dir, report, url_prefix, strategy_params, moco, progress, loader, dinfo: DistInfo,
+            dev) -> SelectResult | None:
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
     selector = get_selector(strategy, **(strategy_params or {}))
     if moco is not None:
         image_size = moco.image_size
-    outdir = OutputDir(out) if out is not None else None
+    progress = progress and dinfo.is_main
+    outdir = OutputDir(out) if out is not None and dinfo.is_main else None
     try:
-        dev = pick_device(device)
         t = time.perf_counter()
-        pool = load_pool(images_dir, image_size, progress=progress)
+        pool = _load_pool(images_dir, image_size, cache_dir=cache_dir, progress=progress, dinfo=dinfo,
+                          decoded_cache=features is None)
         timings["read_images_s"] = time.perf_counter() - t
         m = parse_budget(budget, len(pool))
         cfg = moco or MocoConfig(image_size=image_size, epochs=epochs, batch_size=batch_size)
         t = time.perf_counter()
         X, finfo = _features(pool, features, cfg, seed=seed, dev=dev, cache_dir=cache_dir, resume=resume,
-                             progress=progress)
+                             progress=progress, loader=loader, dinfo=dinfo)
         timings["features_s"] = time.perf_counter() - t
+        if not dinfo.is_main:
+            return None  # rank 0 selects and writes
         t = time.perf_counter()
         sel = selector.select(X, m, random_state=seed)
         timings["select_s"] = time.perf_counter() - t
@@ -168,7 +220,7 @@ def select(images_dir: str | Path, budget: int | str, *, out: str | Path | None 
             "command": " ".join(sys.argv) if sys.argv and sys.argv[0].endswith("coldseg") else None,
             "strategy": strategy, "strategy_params": selector.get_params(), "budget": m,
             "budget_requested": str(budget), "seed": seed, "image_size": image_size,
-            "device": _device_name(dev), "pool": _pool_manifest(pool),
+            "device": _device_name(dev), "distributed": dinfo.manifest(), "pool": _pool_manifest(pool),
             "features": finfo, "augmentation": finfo.get("augmentation"),
             "selection": {"info": sel.info}, "versions": _versions(), "timings": timings,
         }
@@ -217,27 +269,32 @@ def _write_features(outdir: OutputDir, X: np.ndarray, ids: list[str]) -> None:
 def embed(images_dir: str | Path, out: str | Path, *, seed: int = 0, image_size: int = 128, epochs: int = 30,
           batch_size: int = 128, resume: bool = False, device: str | None = None,
           cache_dir: str | Path | None = None, moco: MocoConfig | None = None,
-          progress: bool = True) -> np.ndarray:
+          progress: bool = True, loader: LoaderConfig | None = None) -> np.ndarray | None:
     """Train MoCo on the pool and write only ``features.npy``, ``feature_ids.txt`` and ``manifest.json``.
 
     moco: full MoCo settings; when given, the pool is read at ``moco.image_size`` (as in :func:`select`).
+    Under ``torchrun`` rank 0 writes and returns the features, the other ranks return None.
     """
     if moco is not None:
         image_size = moco.image_size
-    outdir = OutputDir(out)
-    try:
-        dev = pick_device(device)
-        pool = load_pool(images_dir, image_size, progress=progress)
-        cfg = moco or MocoConfig(image_size=image_size, epochs=epochs, batch_size=batch_size)
-        X, finfo = _features(pool, None, cfg, seed=seed, dev=dev, cache_dir=cache_dir, resume=resume,
-                             progress=progress)
-        _write_features(outdir, X, pool.ids)
-        manifest = {"coldseg": __version__, "command": "embed", "seed": seed, "device": _device_name(dev),
-                    "pool": _pool_manifest(pool), "features": finfo, "versions": _versions(),
-                    "files": ["feature_ids.txt", "features.npy", "manifest.json"]}
-        outdir.write_json("manifest.json", manifest)
-        outdir.commit()
-        return X
-    except BaseException:
-        outdir.abort()
-        raise
+    with session(device) as (dinfo, dev):
+        progress = progress and dinfo.is_main
+        outdir = OutputDir(out) if dinfo.is_main else None
+        try:
+            pool = _load_pool(images_dir, image_size, cache_dir=cache_dir, progress=progress, dinfo=dinfo)
+            cfg = moco or MocoConfig(image_size=image_size, epochs=epochs, batch_size=batch_size)
+            X, finfo = _features(pool, None, cfg, seed=seed, dev=dev, cache_dir=cache_dir, resume=resume,
+                                 progress=progress, loader=loader, dinfo=dinfo)
+            if outdir is None:
+                return None
+            _write_features(outdir, X, pool.ids)
+            manifest = {"coldseg": __version__, "command": "embed", "seed": seed, "device": _device_name(dev),
+                        "distributed": dinfo.manifest(), "pool": _pool_manifest(pool), "features": finfo,
+                        "versions": _versions(), "files": ["feature_ids.txt", "features.npy", "manifest.json"]}
+            outdir.write_json("manifest.json", manifest)
+            outdir.commit()
+            return X
+        except BaseException:
+            if outdir is not None:
+                outdir.abort()
+            raise

@@ -92,6 +92,8 @@ def cmd_select(args: argparse.Namespace) -> int:
                          image_size=args.image_size, features=args.features, resume=args.resume,
                          device=args.device, cache_dir=args.cache_dir, report=not args.no_report,
                          url_prefix=args.url_prefix, moco=_moco(args), progress=not args.quiet)
+    if res is None:  # a rank other than 0 under torchrun: rank 0 reports
+        return 0
     info = res.selection.info
     k = f", K={info['k']}" if "k" in info else ""
     print(f"picked {len(res.ids)} of {len(res.pool)} images with '{args.strategy}'{k} -> {args.out}")
@@ -106,6 +108,8 @@ def cmd_embed(args: argparse.Namespace) -> int:
     _check_training_args(args)
     X = coldseg.embed(args.images_dir, args.out, seed=args.seed, image_size=args.image_size, resume=args.resume,
                       device=args.device, cache_dir=args.cache_dir, moco=_moco(args), progress=not args.quiet)
+    if X is None:  # a rank other than 0 under torchrun
+        return 0
     print(f"wrote {X.shape[0]} × {X.shape[1]} features -> {args.out / 'features.npy'}")
     return 0
 

@@ -1,9 +1,10 @@
 """Features of a pool: train (or resume) MoCo, embed every image, cache the result by content.
 
 Cache layout: ``<cache_dir>/<key>/`` holds ``checkpoint.pt`` while training runs (for --resume; it is
-deleted once the features are saved), then ``features.npy``, ``ids.txt`` and ``train.json`` (the log). The key hashes the pool's content (ids and file
-digests), the seed and every MoCo setting, so a new budget or strategy reuses the features and any
-change of images or settings trains anew.
+deleted once the features are saved), then ``features.npy``, ``ids.txt`` and ``train.json`` (the log).
+The key hashes the pool's content (ids and file digests), the seed, every MoCo setting and, above one,
+the number of processes, so a new budget or strategy reuses the features and any change of images or
+settings trains anew. The pool may be a memmap (coldseg.data.decoded): it is then streamed.
 """
 from __future__ import annotations
 
@@ -16,11 +17,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from coldseg.features.train import MocoConfig, _autocast, _cl, pick_device, train_moco
+from coldseg.data.stream import LoaderConfig, PixelSource
 from coldseg.features.augment import normalize
+from coldseg.features.distributed import SINGLE, DistInfo, broadcast_object, gather_rows, shard
 from coldseg.features.moco import MoCo
+from coldseg.features.train import MocoConfig, _autocast, _cl, pick_device, train_moco
 
 FEATURES_VERSION = 2  # bump when training or embedding changes what features come out
+_CHUNK = 1024         # images per slice when scanning a (possibly memory-mapped) pool
 
 
 def default_cache_dir() -> Path:
@@ -30,31 +34,63 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "coldseg"
 
 
-def cache_key(content_key: str, cfg: MocoConfig, seed: int) -> str:
-    blob = json.dumps({"content": content_key, "cfg": cfg.to_dict(), "seed": seed, "v": FEATURES_VERSION},
-                      sort_keys=True, default=str)
+def cache_key(content_key: str, cfg: MocoConfig, seed: int, world_size: int = 1) -> str:
+    """Features cache key. ``world_size`` enters only above 1: W processes split every batch into W
+    parts with their own batch statistics, so their features differ from one process's."""
+    key = {"content": content_key, "cfg": cfg.to_dict(), "seed": seed, "v": FEATURES_VERSION}
+    if world_size > 1:
+        key["world_size"] = world_size
+    blob = json.dumps(key, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
 def array_content_key(images: np.ndarray) -> str:
-    """Content key for pixels without file digests (benchmark pools)."""
-    a = np.ascontiguousarray(images)
-    return hashlib.sha256(a.tobytes() + str(a.shape).encode()).hexdigest()
+    """Content key for pixels without file digests (benchmark pools); reads a memmap in slices."""
+    h = hashlib.sha256()
+    for s in range(0, images.shape[0], _CHUNK):
+        h.update(np.ascontiguousarray(images[s : s + _CHUNK]).tobytes())
+    h.update(str(tuple(images.shape)).encode())
+    return h.hexdigest()
+
+
+def is_grayscale(images: np.ndarray) -> bool:
+    """Whether every image of (n, 3, S, S) has three equal channels (read in slices)."""
+    for s in range(0, images.shape[0], _CHUNK):
+        a = np.asarray(images[s : s + _CHUNK])
+        if not ((a[:, 0] == a[:, 1]).all() and (a[:, 1] == a[:, 2]).all()):
+            return False
+    return True
 
 
 @torch.no_grad()
-def embed_images(model: MoCo, images: torch.Tensor | np.ndarray, *, layer: str = "head",
-                 batch: int = 256, device: torch.device | None = None) -> np.ndarray:
-    """(n, 3, S, S) uint8 -> (n, d) float32 L2-normalised features of the un-augmented images."""
+def embed_images(model: MoCo, images: torch.Tensor | np.ndarray | PixelSource, *, layer: str = "head",
+                 batch: int = 256, device: torch.device | None = None, loader: LoaderConfig | None = None,
+                 dist: DistInfo | None = None) -> np.ndarray:
+    """(n, 3, S, S) uint8 -> (n, d) float32 L2-normalised features of the un-augmented images.
+
+    Under torchrun (``dist``) rank r embeds one contiguous slice of the pool and every rank returns
+    the gathered (n, d) features; every rank must hold the same model.
+    """
     dev = device or next(model.parameters()).device
+    info = dist or SINGLE
     model.eval()
-    images = torch.as_tensor(images)
+    src = images if isinstance(images, PixelSource) else PixelSource(images, dev, loader,
+                                                                     local_world=info.local_world_size)
+    start, stop, counts = shard(len(src), info)
+    rows = [torch.arange(s, min(s + batch, stop)) for s in range(start, stop, batch)]
     out = []
-    for s in range(0, images.shape[0], batch):
-        x = normalize(images[s : s + batch].to(dev).float().div_(255))
+    for xb in src.batches(rows):
+        x = normalize(xb.float().div_(255))
         with _autocast(dev):
-            out.append(model.embed(_cl(x, dev), layer).float().cpu())
-    return torch.cat(out).numpy().astype(np.float32)
+            out.append(model.embed(_cl(x, dev), layer).float())
+    if out:
+        local = torch.cat(out)                                                # (stop - start, d)
+    else:  # this rank's slice is empty (fewer images than ranks): its width from a dummy image
+        probe = torch.zeros((1, *src.shape[1:]), device=dev)
+        local = model.embed(_cl(normalize(probe), dev), layer).float()[:0]
+    if info.active:
+        local = gather_rows(local, counts)                                    # (n, d)
+    return local.cpu().numpy().astype(np.float32)
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -67,41 +103,47 @@ def compute_features(images: np.ndarray, *, seed: int = 0, settings: MocoConfig 
                      device: str | torch.device | None = None, cache_dir: str | Path | None = None,
                      content_key: str | None = None, ids: list[str] | None = None,
                      grayscale: bool | None = None, resume: bool = False, use_cache: bool = True,
-                     progress: bool = True) -> tuple[np.ndarray, dict[str, Any]]:
+                     progress: bool = True, loader: LoaderConfig | None = None,
+                     dist: DistInfo | None = None) -> tuple[np.ndarray, dict[str, Any]]:
     """Features for a pool of (n, 3, S, S) uint8 images, trained from scratch with MoCo v2.
 
     Returns (features (n, d) float32, info) where info holds the training log, the cache key and
     whether the cache was hit. With ``use_cache`` a finished result for the same content, seed and
     settings is loaded instead of retrained; ``resume`` continues an interrupted training.
+    ``images`` may be a memmap; ``loader`` says how the pixels are read (speed and memory only).
+    Under torchrun (``dist``) every rank calls this with the same arguments: all train and embed their
+    shares, only rank 0 writes the cache, and every rank returns the features.
     """
     cfg = settings or MocoConfig()
     if images.shape[-1] != cfg.image_size or images.shape[-2] != cfg.image_size:
         raise ValueError(f"images are {images.shape[-2]}×{images.shape[-1]} px but settings say "
                          f"image_size={cfg.image_size}")
     dev = pick_device(device)
+    info = dist or SINGLE
     if grayscale is None:
-        grayscale = bool((images[:, 0] == images[:, 1]).all() and (images[:, 1] == images[:, 2]).all())
-    key = cache_key(content_key or array_content_key(images), cfg, seed)
+        grayscale = is_grayscale(images)
+    key = cache_key(content_key or array_content_key(images), cfg, seed, info.world_size)
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     folder = folder / key
     feats_path, log_path = folder / "features.npy", folder / "train.json"
-    if use_cache and feats_path.exists() and log_path.exists():
-        feats = np.load(feats_path)
-        if feats.shape[0] == images.shape[0]:
-            return feats, {"cache_key": key, "cache_hit": True, "cache_dir": str(folder),
-                           **json.loads(log_path.read_text())}
+    hit = use_cache and feats_path.exists() and log_path.exists() and \
+        np.load(feats_path, mmap_mode="r").shape[0] == images.shape[0]
+    if broadcast_object(hit, info):  # rank 0 decides for every rank
+        return np.load(feats_path), {"cache_key": key, "cache_hit": True, "cache_dir": str(folder),
+                                     **json.loads(log_path.read_text())}
     folder.mkdir(parents=True, exist_ok=True)
-    model, log = train_moco(images, cfg, seed=seed, grayscale=grayscale, device=dev,
-                            checkpoint=folder / "checkpoint.pt", resume=resume, progress=progress)
-    feats = embed_images(model, images, layer=cfg.feature_layer, device=dev)
-    info = {"log": log, "grayscale": grayscale}
-    if use_cache:
+    src = PixelSource(images, dev, loader, local_world=info.local_world_size)
+    model, log = train_moco(src, cfg, seed=seed, grayscale=grayscale, device=dev,
+                            checkpoint=folder / "checkpoint.pt", resume=resume, progress=progress, dist=dist)
+    feats = embed_images(model, src, layer=cfg.feature_layer, device=dev, dist=dist)
+    result = {"log": log, "grayscale": grayscale}
+    if use_cache and info.is_main:
         with open(feats_path.with_name(f"features.npy.tmp{os.getpid()}"), "wb") as f:
             np.save(f, feats)
         os.replace(feats_path.with_name(f"features.npy.tmp{os.getpid()}"), feats_path)
         if ids is not None:
             _atomic_write_bytes(folder / "ids.txt", ("\n".join(ids) + "\n").encode("utf-8", "surrogateescape"))
-        _atomic_write_bytes(log_path, json.dumps(info, indent=1).encode())
+        _atomic_write_bytes(log_path, json.dumps(result, indent=1).encode())
         # the checkpoint only serves --resume of an unfinished training: drop it (~140 MB at width 64)
         (folder / "checkpoint.pt").unlink(missing_ok=True)
-    return feats, {"cache_key": key, "cache_hit": False, "cache_dir": str(folder), **info}
+    return feats, {"cache_key": key, "cache_hit": False, "cache_dir": str(folder), **result}

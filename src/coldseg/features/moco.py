@@ -46,6 +46,14 @@ def info_nce(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, T: float) ->
     return F.cross_entropy(logits.float(), labels)
 
 
+def split_encode(encoder: nn.Module, x: torch.Tensor, splits: int) -> torch.Tensor:
+    """Encode ``splits`` consecutive sub-batches of x (B, ...) separately, so that each has its own
+    batch-norm statistics (falls back to one pass when the batch does not split into pieces of >= 2)."""
+    if splits <= 1 or x.shape[0] % splits or x.shape[0] // splits < 2:
+        return encoder(x)
+    return torch.cat([encoder(c) for c in x.chunk(splits)])
+
+
 class MoCo(nn.Module):
     """Query encoder f_q = head ∘ backbone, momentum key encoder f_k, queue of K negatives.
 
@@ -73,12 +81,7 @@ class MoCo(nn.Module):
         self.queue_ptr.copy_((self.queue_ptr + B) % self.K)
 
     def _split_encode(self, encoder: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        """Encode ``bn_splits`` consecutive sub-batches separately, so that each has its own batch-norm
-        statistics (falls back to one pass when the batch does not split into pieces of >= 2)."""
-        s = self.bn_splits
-        if s <= 1 or x.shape[0] % s or x.shape[0] // s < 2:
-            return encoder(x)
-        return torch.cat([encoder(c) for c in x.chunk(s)])
+        return split_encode(encoder, x, self.bn_splits)
 
     def forward(self, im_q: torch.Tensor, im_k: torch.Tensor, *, shuffle: torch.Tensor | None = None) -> torch.Tensor:
         """Loss for one batch of view pairs (B, 3, H, W) each; updates f_k and the queue.

@@ -7,6 +7,10 @@ remaining epochs (phase 2) append t* to the view pipeline with probability ``Aug
 
 Every epoch ends with an atomic checkpoint (model, optimiser, queue, generator states, phase-1 result);
 ``resume=True`` continues from it and, on CPU, gives bit-identical weights to an uninterrupted run.
+
+Pixels come through a :class:`~coldseg.data.decoded.PixelSource`: the whole pool on the device when it
+fits, else streamed from its memmap by a DataLoader; both feed the same rows in the same order. Under
+torchrun every rank trains its share of each global batch (DDP; see distributed.py).
 """
 from __future__ import annotations
 
@@ -21,8 +25,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from coldseg.data.stream import LoaderConfig, PixelSource
 from coldseg.features.augment import (
     CANDIDATES, AugmentConfig, base_view, candidate_names, normalize, weak_view,
+)
+from coldseg.features.distributed import (
+    SINGLE, DistInfo, all_gather_object, average_bn_statistics, barrier, broadcast_object, key_positions,
+    mean_over_ranks, moco_step, wrap_query_encoder,
 )
 from coldseg.features.encoder import resnet18
 from coldseg.features.moco import MoCo
@@ -77,23 +86,25 @@ def _lr_at(cfg: MocoConfig, step: int, total: int, batch: int) -> float:
 
 
 @torch.no_grad()
-def candidate_losses(model: MoCo, images: torch.Tensor, names: list[str], *, seed: int, batch: int,
-                     device: torch.device, eval_images: int) -> dict[str, float]:
+def candidate_losses(model: MoCo, images: PixelSource | torch.Tensor | np.ndarray, names: list[str], *, seed: int,
+                     batch: int, device: torch.device, eval_images: int) -> dict[str, float]:
     """L_MoCo(θ | t) for each candidate t: mean InfoNCE of two independent t-views of each image
     (each t applied to a randomly flipped full image), against the trained queue, no update.
 
     The same images and the same generator seed are used for every candidate, so only t differs.
     """
     model.eval()
-    n = images.shape[0]
+    src = images if isinstance(images, PixelSource) else PixelSource(images, device)
+    n = len(src)
     sub = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[: min(n, eval_images)]
+    xs = list(src.batches([sub[s : s + batch] for s in range(0, len(sub), batch)]))  # (b, 3, S, S) uint8
     out = {}
     for name in names:
         gen = torch.Generator(device=device).manual_seed(seed + 1)
         t = CANDIDATES[name]
         total = torch.zeros((), device=device)
-        for s in range(0, len(sub), batch):
-            x = images[sub[s : s + batch].to(images.device)].to(device).float().div_(255)
+        for xb in xs:
+            x = xb.to(device).float().div_(255)
             v1 = normalize(t(weak_view(x, gen), gen))
             v2 = normalize(t(weak_view(x, gen), gen))
             with _autocast(device):
@@ -113,22 +124,53 @@ def _cl(x: torch.Tensor, device: torch.device) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else x
 
 
-def train_moco(images: torch.Tensor | np.ndarray, cfg: MocoConfig, *, seed: int, grayscale: bool = False,
-               device: str | torch.device | None = None, checkpoint: Path | None = None,
-               resume: bool = False, progress: bool = True, stop_after_epoch: int | None = None
-               ) -> tuple[MoCo, dict[str, Any]]:
-    """Train MoCo v2 on ``images`` (n, 3, S, S) uint8. Returns the model and a training log for the
-    manifest (loss per epoch, eq. 7 losses and winner, images/s, device).
+def _rank_seed(seed: int, rank: int) -> int:
+    """Augmentation seed of a rank: rank 0 draws as a single process does, the others apart."""
+    return seed if rank == 0 else seed + 1_000_003 * rank
 
+
+def _epoch_batches(order: torch.Tensor, steps: int, batch: int, g_order: torch.Generator, info: DistInfo
+                   ) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+    """Pool rows of each step for this rank, and the shared key permutations (steps, B) under DDP.
+
+    One process: row batches of ``order``. Rank r of W: its b = B/W query rows, then the b rows whose
+    keys it encodes (shuffle-BN by index, see distributed.py)."""
+    if not info.active:
+        return [order[s * batch : (s + 1) * batch] for s in range(steps)], None
+    b, r = batch // info.world_size, info.rank
+    perms = torch.rand((steps, batch), generator=g_order, device=order.device).argsort(1)   # (steps, B)
+    out = []
+    for s in range(steps):
+        g = order[s * batch : (s + 1) * batch]                                                 # (B,)
+        out.append(torch.cat([g[r * b : (r + 1) * b], g[key_positions(perms[s], info)]]))       # (2b,)
+    return out, perms
+
+
+def train_moco(images: torch.Tensor | np.ndarray | PixelSource, cfg: MocoConfig, *, seed: int,
+               grayscale: bool = False, device: str | torch.device | None = None, checkpoint: Path | None = None,
+               resume: bool = False, progress: bool = True, stop_after_epoch: int | None = None,
+               loader: LoaderConfig | None = None, dist: DistInfo | None = None) -> tuple[MoCo, dict[str, Any]]:
+    """Train MoCo v2 on ``images`` (n, 3, S, S) uint8 (an array, a memmap, a tensor or a
+    :class:`PixelSource`). Returns the model and a training log for the manifest (loss per epoch,
+    eq. 7 losses and winner, images/s, device).
+
+    loader: whole pool on the device or streamed (speed and memory only; on CPU streamed and in-memory
+    training give bit-identical weights). dist: this rank under torchrun (see distributed.py); every
+    rank must call with the same arguments; only rank 0 writes the checkpoint.
     stop_after_epoch: end after that many epochs (tests use it to simulate an interruption).
     """
     dev = pick_device(device)
-    images = torch.as_tensor(images)
-    n = images.shape[0]
+    info = dist or SINGLE
+    W = info.world_size
+    src = images if isinstance(images, PixelSource) else PixelSource(images, dev, loader,
+                                                                     local_world=info.local_world_size)
+    n = len(src)
     if n < 2:
         raise ValueError(f"MoCo needs at least 2 images to contrast; the pool has {n}")
-    images = images.to(dev)
     batch = min(cfg.batch_size, n)
+    if batch % W:
+        raise ValueError(f"batch size {batch} does not split evenly over {W} processes; use a multiple of {W} "
+                         f"(e.g. --batch-size {W * max(1, batch // W)})")
     steps_per_epoch = n // batch
     total_steps = steps_per_epoch * cfg.epochs
     names = [] if cfg.candidates == "none" else candidate_names(grayscale, cfg.candidates)
@@ -141,68 +183,90 @@ def train_moco(images: torch.Tensor | np.ndarray, cfg: MocoConfig, *, seed: int,
     if dev.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.encoder_q.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
-    g_aug = torch.Generator(device=dev).manual_seed(seed + 1)    # view parameters, on the device
-    g_order = torch.Generator(device=dev).manual_seed(seed + 2)  # epoch order
-    log: dict[str, Any] = {"loss": [], "augmentation": None, "images_per_s": [], "device": str(dev)}
+    g_aug = torch.Generator(device=dev).manual_seed(_rank_seed(seed + 1, info.rank))  # view parameters
+    g_order = torch.Generator(device=dev).manual_seed(seed + 2)  # epoch order (and key shuffle), all ranks
+    log: dict[str, Any] = {"loss": [], "augmentation": None, "images_per_s": [], "device": str(dev),
+                           "world_size": W}
     start = 0
     if resume and checkpoint is not None and checkpoint.exists():
         st = torch.load(checkpoint, map_location=dev, weights_only=False)
         if st["config"] != cfg.to_dict() or st["seed"] != seed:
             raise ValueError(f"checkpoint {checkpoint} was made with other settings; rerun without --resume")
+        if st.get("world_size", 1) != W:
+            raise ValueError(f"checkpoint {checkpoint} was made by {st.get('world_size', 1)} process(es), this run "
+                             f"has {W}; resume with the same number or rerun without --resume")
         model.load_state_dict(st["model"])
         opt.load_state_dict(st["opt"])
-        g_aug.set_state(st["g_aug"])
+        g_aug.set_state(st["g_aug_ranks"][info.rank] if W > 1 else st["g_aug"])
         g_order.set_state(st["g_order"])
         log, start = st["log"], st["epoch"]
+    ddp_q = wrap_query_encoder(model, dev) if W > 1 else None
     aug = AugmentConfig(**{**asdict(cfg.augment), "gray_p": 0.0 if grayscale else cfg.augment.gray_p})
     if log["augmentation"]:
         aug = aug.with_extra(log["augmentation"]["winner"])
 
     model.train()
-    bar = tqdm(range(start, cfg.epochs), desc="MoCo", unit="epoch", disable=not progress, initial=start,
+    show = progress and info.is_main
+    bar = tqdm(range(start, cfg.epochs), desc="MoCo", unit="epoch", disable=not show, initial=start,
                total=cfg.epochs)
     for epoch in bar:
         if epoch == select_epoch and log["augmentation"] is None:
-            losses = candidate_losses(model, images, names, seed=seed + 3, batch=batch, device=dev,
+            losses = candidate_losses(model, src, names, seed=seed + 3, batch=batch, device=dev,
                                       eval_images=cfg.eval_images)
+            losses = broadcast_object(losses, info)  # ranks agree even on a near tie
             winner = max(losses, key=losses.get)
             log["augmentation"] = {"candidates": losses, "winner": winner, "chosen_after_epoch": epoch}
             aug = aug.with_extra(winner)
-            bar.write(f"eq. 7: hardest augmentation = {winner} "
-                      f"({', '.join(f'{k} {v:.3f}' for k, v in sorted(losses.items(), key=lambda kv: -kv[1]))})")
+            if show:
+                bar.write(f"eq. 7: hardest augmentation = {winner} "
+                          f"({', '.join(f'{k} {v:.3f}' for k, v in sorted(losses.items(), key=lambda kv: -kv[1]))})")
         t0 = time.perf_counter()
         order = torch.randperm(n, generator=g_order, device=dev)
+        rows, perms = _epoch_batches(order, steps_per_epoch, batch, g_order, info)
         run_loss = torch.zeros((), device=dev)
-        for s in range(steps_per_epoch):
+        for s, xb in enumerate(src.batches(rows)):
             step = epoch * steps_per_epoch + s
             for grp in opt.param_groups:
                 grp["lr"] = _lr_at(cfg, step, total_steps, batch)
-            idx = order[s * batch : (s + 1) * batch]
-            x = images[idx].float().div_(255)
-            im_q = _cl(normalize(base_view(x, g_aug, aug)), dev)
-            im_k = _cl(normalize(base_view(x, g_aug, aug)), dev)
-            shuffle = torch.randperm(batch, generator=g_aug, device=dev)
-            with _autocast(dev):
-                loss = model(im_q, im_k, shuffle=shuffle)
+            x = xb.float().div_(255)
+            if ddp_q is None:
+                im_q = _cl(normalize(base_view(x, g_aug, aug)), dev)
+                im_k = _cl(normalize(base_view(x, g_aug, aug)), dev)
+                shuffle = torch.randperm(batch, generator=g_aug, device=dev)
+                with _autocast(dev):
+                    loss = model(im_q, im_k, shuffle=shuffle)
+            else:
+                b = batch // W
+                im_q = _cl(normalize(base_view(x[:b], g_aug, aug)), dev)
+                im_k = _cl(normalize(base_view(x[b:], g_aug, aug)), dev)
+                with _autocast(dev):
+                    loss = moco_step(model, ddp_q, im_q, im_k, perms[s], info)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             run_loss += loss.detach()
-            if progress and (s % 20 == 19 or s == steps_per_epoch - 1):
+            if show and (s % 20 == 19 or s == steps_per_epoch - 1):
                 bar.set_postfix(loss=f"{float(run_loss) / (s + 1):.3f}",
                                 img_s=f"{(s + 1) * batch / (time.perf_counter() - t0):.0f}")
+        if W > 1:
+            average_bn_statistics(model, info)  # every rank now holds the same model
+            run_loss = mean_over_ranks(run_loss, info)
         if dev.type == "cuda":
             torch.cuda.synchronize()
         dt = time.perf_counter() - t0
         log["loss"].append(float(run_loss) / steps_per_epoch)
         log["images_per_s"].append(steps_per_epoch * batch / dt)
         if checkpoint is not None:
-            _atomic_save({"model": model.state_dict(), "opt": opt.state_dict(), "g_aug": g_aug.get_state(),
-                          "g_order": g_order.get_state(), "log": log, "epoch": epoch + 1,
-                          "config": cfg.to_dict(), "seed": seed}, checkpoint)
+            g_ranks = all_gather_object(g_aug.get_state(), info) if W > 1 else None
+            if info.is_main:
+                _atomic_save({"model": model.state_dict(), "opt": opt.state_dict(), "g_aug": g_aug.get_state(),
+                              "g_order": g_order.get_state(), "log": log, "epoch": epoch + 1,
+                              "config": cfg.to_dict(), "seed": seed, "world_size": W, "g_aug_ranks": g_ranks},
+                             checkpoint)
         if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
             break
     bar.close()
+    barrier(info)  # the checkpoint is on disk before any rank goes on
     return model, log
 
 
