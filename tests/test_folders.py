@@ -315,18 +315,19 @@ def test_files_of_an_earlier_run_inside_the_images_folder_are_not_images(tmp_pat
     assert "left out 4 file(s) written by an earlier coldseg run" in capsys.readouterr().err
 
 
-def test_out_inside_the_images_folder_does_not_grow_the_pool(tmp_path):
+def test_out_inside_the_images_folder_is_refused(tmp_path):
     root = tmp_path / "pool"
-    ids = write_images(root, [f"img{i}.png" for i in range(6)])
+    write_images(root, [f"img{i}.png" for i in range(6)])
     X = np.random.default_rng(0).normal(size=(6, 3))
-    first = coldseg.select(root, 2, out=root / "picks", strategy="random", features=X, report=False,
-                           progress=False)
-    (root / "picks" / "extra-figure.png").write_bytes(png_bytes(np.zeros((S, S, 3), np.uint8)))
-    man = json.loads((root / "picks" / "manifest.json").read_text())
-    man["files"].append("extra-figure.png")  # as if the report had written a figure
-    (root / "picks" / "manifest.json").write_text(json.dumps(man))
-    again = coldseg.select(root, 2, strategy="random", features=X, progress=False)
-    assert again.pool.ids == ids and again.ids == first.ids
+    before = sorted(p.name for p in root.rglob("*"))
+    for out in (root, root / "picks", root / "a" / "b"):
+        with pytest.raises(ValueError, match="lies inside the images folder"):
+            coldseg.select(root, 2, out=out, strategy="random", features=X, report=False, progress=False)
+    assert sorted(p.name for p in root.rglob("*")) == before   # nothing created in the input
+    # a sibling folder whose name starts like the pool's is outside it
+    ok = coldseg.select(root, 2, out=tmp_path / "pool-picks", strategy="random", features=X, report=False,
+                        progress=False)
+    assert len(ok.ids) == 2
 
 
 # --------------------------------------------------------------------------------------------------
@@ -518,3 +519,39 @@ def test_grey_with_alpha_is_a_grayscale_image(tmp_path):
     Image.fromarray(la, "LA").save(root / "la.png")
     pool = load_pool(root, S, progress=False)
     assert pool.grayscale is True and (pool.images[0] == 90).all()
+
+
+def test_float64_features_beyond_float32_are_named_not_turned_into_inf(tmp_path):
+    from coldseg.features.external import FeaturesError
+
+    root = tmp_path / "pool"
+    write_images(root, [f"img{i}.png" for i in range(5)])
+    X = np.random.default_rng(0).normal(size=(5, 3))
+    X[3, 1] = 1e39                                             # finite in float64, inf in float32
+    with pytest.raises(FeaturesError, match=r"float32 range .* 1 row\(s\): 3"):
+        coldseg.select(root, 2, strategy="random", features=X, report=False, progress=False)
+    np.save(tmp_path / "f.npy", X)
+    with pytest.raises(FeaturesError, match=r"f\.npy exceed the float32 range"):
+        coldseg.select(root, 2, strategy="random", features=tmp_path / "f.npy", report=False, progress=False)
+
+
+def test_cli_warnings_are_one_plain_line_and_the_manifest_lists_what_was_left_out(tmp_path):
+    import subprocess
+    import sys
+
+    root = tmp_path / "pool"
+    write_images(root, [f"img{i}.png" for i in range(5)] + [".hidden.png"])
+    frames = [Image.fromarray(np.full((S, S, 3), v, np.uint8)) for v in (0, 120, 240)]
+    frames[0].save(root / "anim.gif", save_all=True, append_images=frames[1:], duration=50, loop=0)
+    np.save(tmp_path / "f.npy", np.random.default_rng(0).normal(size=(6, 3)))
+    out = tmp_path / "out"
+    # a real process: pytest's own warning capture would hide what a user sees
+    proc = subprocess.run([sys.executable, "-m", "coldseg", "select", str(root), "--budget", "2", "--strategy",
+                           "random", "--features", str(tmp_path / "f.npy"), "--out", str(out), "--no-report",
+                           "--quiet"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    line = next(ln for ln in proc.stderr.splitlines() if "several frames" in ln)
+    assert line.startswith("coldseg: warning: ") and ".py:" not in proc.stderr
+    pool = json.loads((out / "manifest.json").read_text())["pool"]
+    assert pool["hidden_left_out"] == 1
+    assert pool["multi_frame_first_frame_used"] == [{"id": "anim.gif", "frames": 3}]

@@ -122,7 +122,9 @@ def _features(pool: Pool, features: str | Path | np.ndarray | None, cfg: MocoCon
         if isinstance(features, (str, Path)):
             X = load_features(features, pool.ids)
             return X, {"source": "file", "file": str(Path(features).resolve()), "dim": int(X.shape[1])}
-        X = np.asarray(features, dtype=np.float32)
+        from coldseg.features.external import to_float32
+
+        X = to_float32(features, "the features array")
         if X.ndim != 2 or X.shape[0] != len(pool):
             raise ValueError(f"features array must be (n_images={len(pool)}, d); got shape {X.shape}")
         return X, {"source": "array", "dim": int(X.shape[1])}
@@ -140,7 +142,11 @@ def _features(pool: Pool, features: str | Path | np.ndarray | None, cfg: MocoCon
 
 def _pool_manifest(pool: Pool) -> dict[str, Any]:
     return {"root": str(pool.root.resolve()), "size": len(pool), "grayscale": pool.grayscale,
-            "skipped": pool.skipped, "duplicates": pool.duplicates, "ignored_non_image_files": pool.ignored}
+            "skipped": pool.skipped, "duplicates": pool.duplicates, "ignored_non_image_files": pool.ignored,
+            "hidden_left_out": getattr(pool, "hidden", 0),
+            "folder_links_not_followed": getattr(pool, "unfollowed", []),
+            "multi_frame_first_frame_used": getattr(pool, "multi_frame", []),
+            "earlier_coldseg_outputs_left_out": getattr(pool, "outputs", [])}
 
 
 def labelstudio_tasks(ids: list[str], paths: list[Path], sel: Selection, url_prefix: str | None) -> list[dict]:
@@ -186,12 +192,23 @@ def select(images_dir: str | Path, budget: int | str, *, out: str | Path | None 
                        dinfo=dinfo, dev=dev)
 
 
+def check_out_outside(images_dir: str | Path, out: str | Path | None) -> None:
+    """Refuse an output folder equal to or inside the images folder: the input is never modified."""
+    if out is None:
+        return
+    src, dst = Path(images_dir).resolve(), Path(out).resolve()
+    if dst == src or src in dst.parents:
+        raise ValueError(f"output folder {str(out)!r} lies inside the images folder {str(images_dir)!r}; "
+                         "coldseg never writes into its input: choose a folder outside it")
+
+
 def _select(images_dir, budget, *, out, strategy, seed, image_size, epochs, batch_size, features, resume,
             cache_dir, report, url_prefix, strategy_params, moco, progress, loader, dinfo: DistInfo,
             dev) -> SelectResult | None:
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
     selector = get_selector(strategy, **(strategy_params or {}))
+    check_out_outside(images_dir, out)
     if moco is not None:
         image_size = moco.image_size
     progress = progress and dinfo.is_main
@@ -277,6 +294,7 @@ def embed(images_dir: str | Path, out: str | Path, *, seed: int = 0, image_size:
     """
     if moco is not None:
         image_size = moco.image_size
+    check_out_outside(images_dir, out)
     with session(device) as (dinfo, dev):
         progress = progress and dinfo.is_main
         outdir = OutputDir(out) if dinfo.is_main else None

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from pathlib import Path
 
 EXIT_BAD_INPUT = 2
@@ -135,6 +136,8 @@ COMMANDS = {"select": cmd_select, "embed": cmd_embed, "strategies": cmd_strategi
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handler = COMMANDS.get(args.command) or getattr(args, "handler", None)
+    plain = warnings.formatwarning       # warnings read "coldseg: warning: ..." without a source line
+    warnings.formatwarning = lambda message, category, filename, lineno, line=None: f"coldseg: warning: {message}\n"
     try:
         return handler(args)
     except KeyboardInterrupt:
@@ -147,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         print(f"coldseg: error: {msg}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    finally:
+        warnings.formatwarning = plain
 
 
 if __name__ == "__main__":

@@ -18,6 +18,24 @@ class FeaturesError(ValueError):
     """A features file that cannot be matched to the pool."""
 
 
+def to_float32(X: np.ndarray, source: str) -> np.ndarray:
+    """X as float32, refusing finite values that float32 cannot hold (they would become inf).
+
+    NaN/inf already in X pass through: the selectors name those rows.
+    """
+    X = np.asarray(X)
+    if X.dtype.kind not in "fiu":
+        raise FeaturesError(f"features from {source} must be numbers; got dtype {X.dtype}")
+    if X.dtype.kind == "f" and X.dtype.itemsize > 4:
+        big = np.isfinite(X) & (np.abs(X) > np.finfo(np.float32).max)
+        if big.any():
+            rows = np.flatnonzero(big.any(axis=1) if X.ndim == 2 else big)
+            shown = ", ".join(map(str, rows[:5])) + (" ..." if len(rows) > 5 else "")
+            raise FeaturesError(f"features from {source} exceed the float32 range (|value| > 3.4e38) in "
+                                f"{len(rows)} row(s): {shown}; rescale them (any common factor keeps the picks)")
+    return X.astype(np.float32)
+
+
 def read_ids(path: Path) -> list[str]:
     return [ln for ln in path.read_text("utf-8", "surrogateescape").splitlines() if ln]
 
@@ -51,7 +69,7 @@ def load_features(path: str | Path, pool_ids: list[str]) -> np.ndarray:
         if X.shape[0] != len(pool_ids):
             raise FeaturesError(f"{path} has {X.shape[0]} rows but the pool has {len(pool_ids)} images and "
                                 "no ids file was found (write feature_ids.txt beside it, one id per line)")
-        return X.astype(np.float32)
+        return to_float32(X, str(path))
     if len(ids) != X.shape[0]:
         raise FeaturesError(f"{path} has {X.shape[0]} rows but its ids list has {len(ids)} entries")
     row = {i: r for r, i in enumerate(ids)}
@@ -63,4 +81,4 @@ def load_features(path: str | Path, pool_ids: list[str]) -> np.ndarray:
     if extra:
         print(f"coldseg: {extra} row(s) of {path.name} match no readable pool image and are ignored",
               file=sys.stderr)
-    return X[[row[i] for i in pool_ids]].astype(np.float32)
+    return to_float32(X[[row[i] for i in pool_ids]], str(path))
