@@ -34,7 +34,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from coldseg.data import pool as _pool
-from coldseg.data.pool import POOL_EXTENSIONS, Pool, PoolError, announce, list_folder, shown
+from coldseg.data.pool import Pool, PoolError, list_pool_files
 
 DECODED_VERSION = 1   # bump when the cached pixels would change for the same files
 HEADER_BYTES = 128    # fixed .npy v1.0 header, so the shape can be rewritten in place
@@ -116,17 +116,8 @@ def load_pool_cached(root: str | os.PathLike, size: int = 128, *, cache_dir: str
     Returns the same pool (ids, digests, skipped, duplicates, ...); ``images`` is a read-only memmap.
     Raises :class:`PoolError` when the folder is missing or holds no readable image.
     """
-    if size < 8:
-        raise ValueError(f"image size {size} is too small; use at least 8 pixels")
-    root = Path(root)
-    listing = list_folder(root)
+    root, listing, skipped = list_pool_files(root, size, stacklevel=4)
     rels = listing.images
-    skipped = announce(listing, stacklevel=3)
-    if not rels and skipped:
-        raise PoolError(f"nothing usable in {str(root)!r}: {len(skipped)} image file(s)/folder(s) left out, "
-                        f"e.g. {shown(skipped[0]['id'])}: {skipped[0]['reason']}")
-    if not rels:
-        raise PoolError(f"no image files ({', '.join(POOL_EXTENSIONS)}) found in {str(root)!r}")
     workers = workers or min(8, (os.cpu_count() or 1) + 2)
     with ThreadPoolExecutor(workers) as ex:
         hashed = list(tqdm(ex.map(_hash_file, [root / r for r in rels]), total=len(rels), unit="img",

@@ -269,23 +269,33 @@ def _read_one(args: tuple[Path, str, int]) -> tuple[str, str | None, np.ndarray 
         return rel, None, None, False, f"{type(e).__name__}: {e}".strip(), 0
 
 
+def list_pool_files(root: str | os.PathLike, size: int, *, stacklevel: int = 3):
+    """(root as Path, its listing, the files left out so far) for a pool read at ``size`` px.
+
+    Checks the size, reports what the listing left out, and raises :class:`PoolError` when no image
+    file is left to read.
+    """
+    if size < 8:
+        raise ValueError(f"image size {size} is too small; use at least 8 pixels")
+    root = Path(root)
+    listing = list_folder(root)
+    skipped = announce(listing, stacklevel=stacklevel)
+    if not listing.images and skipped:
+        raise PoolError(f"nothing usable in {str(root)!r}: {len(skipped)} image file(s)/folder(s) left out, "
+                        f"e.g. {shown(skipped[0]['id'])}: {skipped[0]['reason']}")
+    if not listing.images:
+        raise PoolError(f"no image files ({', '.join(POOL_EXTENSIONS)}) found in {str(root)!r}")
+    return root, listing, skipped
+
+
 def load_pool(root: str | os.PathLike, size: int = 128, *, workers: int | None = None,
               progress: bool = True) -> Pool:
     """Read every image below ``root`` at ``size`` × ``size``; skip what cannot be read.
 
     Raises :class:`PoolError` when the folder is missing or holds no readable image.
     """
-    if size < 8:
-        raise ValueError(f"image size {size} is too small; use at least 8 pixels")
-    root = Path(root)
-    listing = list_folder(root)
+    root, listing, skipped = list_pool_files(root, size, stacklevel=4)
     rels = listing.images
-    skipped = announce(listing, stacklevel=3)
-    if not rels and skipped:
-        raise PoolError(f"nothing usable in {str(root)!r}: {len(skipped)} image file(s)/folder(s) left out, "
-                        f"e.g. {shown(skipped[0]['id'])}: {skipped[0]['reason']}")
-    if not rels:
-        raise PoolError(f"no image files ({', '.join(POOL_EXTENSIONS)}) found in {str(root)!r}")
     workers = workers or min(8, (os.cpu_count() or 1) + 2)
     ids, digests, arrays, grays, dups, multi = [], [], [], [], [], []
     seen: dict[str, str] = {}

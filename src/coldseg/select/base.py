@@ -110,6 +110,14 @@ def scale_by_power_of_two(X: np.ndarray, e: int) -> np.ndarray:
     return np.ldexp(X, np.intc(-e)).astype(X.dtype, copy=False)
 
 
+def check_positive_ints(obj: Any, *keys: str) -> None:
+    """Raise ValueError naming the first attribute of ``obj`` among ``keys`` that is not an int >= 1."""
+    for key in keys:
+        v = getattr(obj, key)
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"{key}={v!r} must be a positive integer")
+
+
 def check_features(features: Any) -> np.ndarray:
     """Validate a feature matrix; return it as C-contiguous float32 or float64 (n, d), see the module doc.
 

@@ -34,7 +34,7 @@ import numpy as np
 from sklearn.neighbors import NearestNeighbors
 from threadpoolctl import threadpool_limits
 
-from coldseg.select.base import Selection, Selector
+from coldseg.select.base import Selection, Selector, check_positive_ints
 from coldseg.select.ca import interleave, split_budget
 from coldseg.select.kmeans import choose_k, n_distinct_rows
 from coldseg.select.registry import register
@@ -116,10 +116,7 @@ class CATypical(Selector):
                              "silhouette-chosen K")
         if not isinstance(self.beta, (int, float)) or not math.isfinite(self.beta) or self.beta < 0:
             raise ValueError(f"beta={self.beta!r} must be a finite number >= 0")
-        for key in ("k_nn", "max_clusters", "typicality_sample"):
-            v = getattr(self, key)
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-                raise ValueError(f"{key}={v!r} must be a positive integer")
+        check_positive_ints(self, "k_nn", "max_clusters", "typicality_sample")
 
     def _clusters(self, X: np.ndarray, budget: int, seed: int) -> tuple[np.ndarray, np.ndarray, dict]:
         if self.per_cluster is None:

@@ -29,7 +29,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.spatial.distance import cdist
 
-from coldseg.select.base import Selection, Selector
+from coldseg.select.base import Selection, Selector, check_positive_ints
 from coldseg.select.kcenter import pad_by_k_center
 from coldseg.select.registry import register
 from coldseg.select.representative import proportional_split
@@ -133,10 +133,7 @@ class KMedian(Selector):
         self.cell_rows = cell_rows
 
     def _select(self, X: np.ndarray, budget: int, rng: np.random.Generator) -> Selection:
-        for key in ("max_iter", "max_rows", "cell_rows"):
-            v = getattr(self, key)
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-                raise ValueError(f"{key}={v!r} must be a positive integer")
+        check_positive_ints(self, "max_iter", "max_rows", "cell_rows")
         n = X.shape[0]
         if n <= self.max_rows:
             cell = np.zeros(n, dtype=np.int64)

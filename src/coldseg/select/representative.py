@@ -30,7 +30,7 @@ import numpy as np
 from scipy.spatial.distance import cdist
 from sklearn.cluster import AgglomerativeClustering
 
-from coldseg.select.base import Selection, Selector
+from coldseg.select.base import Selection, Selector, check_positive_ints
 from coldseg.select.ca import interleave
 from coldseg.select.registry import register
 
@@ -126,10 +126,7 @@ class RepresentativeAnnotation(Selector):
         self.max_coverage = max_coverage
 
     def _select(self, X: np.ndarray, budget: int, rng: np.random.Generator) -> Selection:
-        for key in ("n_groups", "max_cluster_points", "max_candidates", "max_coverage"):
-            v = getattr(self, key)
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-                raise ValueError(f"{key}={v!r} must be a positive integer")
+        check_positive_ints(self, "n_groups", "max_cluster_points", "max_candidates", "max_coverage")
         n = X.shape[0]
         Z = l2_normalise(X)
         K = min(budget, int(self.n_groups), n)

@@ -23,7 +23,7 @@ from sklearn.cluster import MiniBatchKMeans, kmeans_plusplus
 from sklearn.neighbors import NearestNeighbors
 from threadpoolctl import threadpool_limits
 
-from coldseg.select.base import Selection, Selector
+from coldseg.select.base import Selection, Selector, check_positive_ints
 from coldseg.select.kmeans import _assign_numpy, kmeans, n_distinct_rows
 from coldseg.select.registry import register
 
@@ -82,10 +82,7 @@ class TypiClust(Selector):
         return mb.labels_.astype(np.int64), mb.cluster_centers_.astype(np.float64)
 
     def _select(self, X: np.ndarray, budget: int, rng: np.random.Generator) -> Selection:
-        for key in ("k_nn", "min_cluster_size", "max_clusters", "minibatch_above"):
-            v = getattr(self, key)
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-                raise ValueError(f"{key}={v!r} must be a positive integer")
+        check_positive_ints(self, "k_nn", "min_cluster_size", "max_clusters", "minibatch_above")
         seed = int(rng.integers(2**31 - 1))
         distinct = n_distinct_rows(X, min(budget, int(self.max_clusters)))
         K = min(budget, int(self.max_clusters), distinct)
