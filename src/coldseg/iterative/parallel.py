@@ -17,10 +17,7 @@ Results come back as each selection finishes.
 from __future__ import annotations
 
 import os
-import queue
-import signal
 import time
-import traceback
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +26,7 @@ import numpy as np
 import torch
 
 from coldseg.iterative import IterativeResult, get_iterative, round_seed, round_sizes
+from coldseg.segment.workers import run_pool, serve, worker_device
 
 #: (pool positions per model, seeds, round SegConfig) -> trained models in eval mode, one per entry
 TrainMany = Callable[[list[np.ndarray], list[int], Any], list[Any]]
@@ -71,72 +69,31 @@ def run_iterative(jobs: Sequence[IterativeJob], pairs, pool_idx: np.ndarray, cfg
     yield from _pool(jobs, pairs, pool_idx, cfg, rounds, dev, workers)
 
 
-def _worker(rank, device, images, masks, meta, pool_idx, cfg, rounds, threads, jobs_q, results_q):
+def _worker(rank, jobs_q, results_q, device, images, masks, meta, pool_idx, cfg, rounds, threads):
     from coldseg.data.pairs import PairSet
 
-    jno = None
-    try:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C is the parent's to handle
-        torch.set_num_threads(threads)
-        dev = torch.device(device)
-        if dev.type == "cuda" and dev.index is None:
-            dev = torch.device("cuda", 0)  # set_device needs an index
-        if dev.type == "cuda":
-            torch.cuda.set_device(dev)
-            torch.backends.cudnn.benchmark = True
+    def setup():
+        dev = worker_device(device, threads)
         pairs = PairSet(meta["root"], meta["ids"], images.numpy(), masks.numpy(), meta["groups"],
                         meta["n_classes"])
-        while (item := jobs_q.get()) is not None:
-            jno, job = item
-            results_q.put(("done", rank, jno, _one(job, pairs, pool_idx, cfg, rounds, dev)))
-            jno = None
-    except BaseException:  # noqa: BLE001 - everything must reach the parent
-        results_q.put(("error", rank, jno, traceback.format_exc()))
+        return dev, pairs
+
+    def handle(state, job):
+        dev, pairs = state
+        return _one(job, pairs, pool_idx, cfg, rounds, dev)
+
+    serve(rank, jobs_q, results_q, setup, handle)
 
 
 def _pool(jobs, pairs, pool_idx, cfg, rounds, dev, workers):
-    from coldseg.segment.runner import stop_processes
-
-    ctx = torch.multiprocessing.get_context("spawn")
-    jobs_q, results_q = ctx.Queue(), ctx.Queue()
-    jobs_q.cancel_join_thread()      # see runner._run_pool: never join a feeder at exit
-    results_q.cancel_join_thread()
-    for jno, job in enumerate(jobs):
-        jobs_q.put((jno, job))
-    for _ in range(workers):
-        jobs_q.put(None)
     images = torch.from_numpy(pairs.images).share_memory_()
     masks = torch.from_numpy(pairs.masks).share_memory_()
     meta = {"root": pairs.root, "ids": pairs.ids, "groups": pairs.groups, "n_classes": pairs.n_classes}
     threads = 2 if dev.type == "cuda" else max(1, (os.cpu_count() or 1) // workers)
-    procs = [ctx.Process(target=_worker, args=(r, str(dev), images, masks, meta, pool_idx, cfg, rounds,
-                                               threads, jobs_q, results_q),
-                         daemon=True, name=f"coldseg-iter-{r}") for r in range(workers)]
-    left = len(jobs)
-    try:
-        for p in procs:
-            p.start()
-        while left:
-            try:
-                kind, rank, jno, payload = results_q.get(timeout=2.0)
-            except queue.Empty:
-                dead = [r for r, p in enumerate(procs) if not p.is_alive() and p.exitcode != 0]
-                if dead:
-                    raise RuntimeError(f"iterative-selection worker {dead[0]} on {dev} died (exit code "
-                                       f"{procs[dead[0]].exitcode}); if it was killed for memory, pass "
-                                       "fewer workers") from None
-                if not any(p.is_alive() for p in procs) and results_q.empty():
-                    raise RuntimeError(f"all iterative-selection workers exited with {left} job(s) "
-                                       "unfinished") from None
-                continue
-            if kind == "error":
-                what = f"job {jobs[jno].key!r}" if jno is not None else "setup"
-                raise RuntimeError(f"iterative-selection worker {rank} on {dev} failed in {what}:\n{payload}")
-            left -= 1
-            yield jobs[jno], payload
-    finally:
-        stop_processes(procs, wait=0 if left else 10)
-        jobs_q.close()
+    for jno, res in run_pool(_worker, (str(dev), images, masks, meta, pool_idx, cfg, rounds, threads),
+                             list(jobs), workers, label="iterative-selection", where=str(dev),
+                             describe=lambda j: repr(jobs[j].key)):
+        yield jobs[jno], res
 
 
 @dataclass

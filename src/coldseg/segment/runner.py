@@ -30,10 +30,7 @@ baselines (Bayesian / MC-dropout uncertainty, core-set on U-Net features).
 from __future__ import annotations
 
 import os
-import queue
-import signal
 import time
-import traceback
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -48,6 +45,7 @@ from coldseg.segment.metrics import evaluate
 from coldseg.segment.stacked import train_stacked
 from coldseg.segment.train import SegConfig, as_tensor, normalise, resolve_device, train_segmenter
 from coldseg.segment.unet import bottleneck_module, probabilities
+from coldseg.segment.workers import run_pool, serve, worker_device
 
 
 @dataclass
@@ -88,31 +86,22 @@ def _score(model: nn.Module, test_x: torch.Tensor, test_y: np.ndarray, train_idx
             "steps": cfg.steps, "seed": int(seed), "device": _device_name(dev)}
 
 
-def _worker(rank: int, device: str, images: torch.Tensor, masks: torch.Tensor, test_idx: np.ndarray,
-            cfg: SegConfig, n_classes: int, threads: int, jobs_q, results_q) -> None:
+def _worker(rank: int, jobs_q, results_q, device: str, images: torch.Tensor, masks: torch.Tensor,
+            test_idx: np.ndarray, cfg: SegConfig, n_classes: int, threads: int) -> None:
     """Worker process: put the data on ``device`` once, then train jobs until the None sentinel."""
-    jno = None
-    try:
-        # Ctrl-C reaches the whole process group; only the parent acts on it (it terminates us)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        torch.set_num_threads(threads)
-        dev = torch.device(device)
-        if dev.type == "cuda" and dev.index is None:
-            dev = torch.device("cuda", 0)  # set_device needs an index
-        if dev.type == "cuda":
-            torch.cuda.set_device(dev)
-            torch.backends.cudnn.benchmark = True
+
+    def setup():
+        dev = worker_device(device, threads)
         x_all, y_all = images.to(dev), masks.to(dev)
         t = torch.as_tensor(test_idx, dtype=torch.long, device=dev)
-        test_x, test_y = x_all[t], masks[torch.as_tensor(test_idx)].numpy()
-        while (item := jobs_q.get()) is not None:
-            jno, train_idx, seed = item
-            results_q.put(("start", rank, jno, None))
-            res = _run_one(x_all, y_all, test_x, test_y, train_idx, seed, cfg, dev, n_classes)
-            results_q.put(("done", rank, jno, res))
-            jno = None
-    except BaseException:  # noqa: BLE001 - everything must reach the parent
-        results_q.put(("error", rank, jno, traceback.format_exc()))
+        return dev, x_all, y_all, x_all[t], masks[torch.as_tensor(test_idx)].numpy()
+
+    def handle(state, payload):
+        dev, x_all, y_all, test_x, test_y = state
+        train_idx, seed = payload
+        return _run_one(x_all, y_all, test_x, test_y, train_idx, seed, cfg, dev, n_classes)
+
+    serve(rank, jobs_q, results_q, setup, handle)
 
 
 def _check_jobs(jobs: Sequence[SegJob], n: int, test_idx: np.ndarray) -> None:
@@ -237,75 +226,14 @@ def _run_inline(jobs, pairs, test_idx, cfg, dev) -> Iterator[tuple[SegJob, dict]
 
 
 def _run_pool(jobs, pairs, test_idx, cfg, dev, workers) -> Iterator[tuple[SegJob, dict]]:
-    ctx = torch.multiprocessing.get_context("spawn")
-    jobs_q, results_q = ctx.Queue(), ctx.Queue()
-    # Jobs not yet taken sit in jobs_q's feeder thread; joining it at exit after the workers are gone
-    # hangs the interpreter (seen on the H100 after Ctrl-C). Nothing in these queues must outlive us.
-    jobs_q.cancel_join_thread()
-    results_q.cancel_join_thread()
-    for jno, job in enumerate(jobs):
-        jobs_q.put((jno, np.asarray(job.train_idx), int(job.seed)))
-    for _ in range(workers):
-        jobs_q.put(None)
     images = torch.from_numpy(pairs.images).share_memory_()
     masks = torch.from_numpy(pairs.masks).share_memory_()
     threads = 2 if dev.type == "cuda" else max(1, (os.cpu_count() or 1) // workers)
-    procs = [ctx.Process(target=_worker, args=(r, str(dev), images, masks, test_idx, cfg,
-                                               pairs.n_classes, threads, jobs_q, results_q),
-                         daemon=True, name=f"coldseg-seg-{r}") for r in range(workers)]
-    holding: dict[int, int] = {}                     # worker rank -> job number it is training
-    left = len(jobs)
-    try:
-        for p in procs:
-            p.start()
-        while left:
-            try:
-                kind, rank, jno, payload = results_q.get(timeout=2.0)
-            except queue.Empty:
-                for r, p in enumerate(procs):
-                    if not p.is_alive() and (r in holding or p.exitcode != 0):
-                        what = (f"while running job {jobs[holding[r]].key!r}" if r in holding
-                                else "before taking a job (a script that starts workers must "
-                                     "guard its code with `if __name__ == '__main__':`)")
-                        raise SegJobError(f"segmentation worker {r} on {dev} died (exit code "
-                                          f"{p.exitcode}) {what}; if it was killed for memory, "
-                                          f"pass fewer workers") from None
-                if not any(p.is_alive() for p in procs) and results_q.empty():
-                    raise SegJobError(f"all segmentation workers exited with {left} job(s) "
-                                      f"unfinished") from None
-                continue
-            if kind == "start":
-                holding[rank] = jno
-            elif kind == "done":
-                holding.pop(rank, None)
-                left -= 1
-                yield jobs[jno], payload
-            else:
-                what = f"running job {jobs[jno].key!r}" if jno is not None else "setting up"
-                raise SegJobError(f"segmentation worker {rank} on {dev} failed while {what}:\n"
-                                  f"{payload}")
-    finally:
-        stop_processes(procs, wait=0 if left else 10)
-        jobs_q.close()
-
-
-def stop_processes(procs, wait: float = 0) -> None:
-    """Join ``procs`` (started or not) for up to ``wait`` s, then terminate, then kill what is left.
-
-    Used on every exit path (done, error, KeyboardInterrupt), so no worker outlives its run.
-    """
-    started = [p for p in procs if p.pid is not None]
-    deadline = time.monotonic() + wait
-    for p in started:
-        p.join(timeout=max(0.0, deadline - time.monotonic()))
-    for p in started:
-        if p.is_alive():
-            p.terminate()
-    for p in started:
-        p.join(timeout=5)
-        if p.is_alive():
-            p.kill()
-            p.join(timeout=5)
+    payloads = [(np.asarray(job.train_idx), int(job.seed)) for job in jobs]
+    for jno, res in run_pool(_worker, (str(dev), images, masks, test_idx, cfg, pairs.n_classes, threads),
+                             payloads, workers, label="segmentation", where=str(dev),
+                             describe=lambda j: repr(jobs[j].key), error=SegJobError):
+        yield jobs[jno], res
 
 
 def _dropout_on(model: nn.Module) -> int:
