@@ -34,6 +34,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from coldseg.data import pool as _pool
+from coldseg.data.folder import names_shown
 from coldseg.data.pool import Pool, PoolError, list_pool_files
 
 DECODED_VERSION = 1   # bump when the cached pixels would change for the same files
@@ -142,7 +143,7 @@ def load_pool_cached(root: str | os.PathLike, size: int = 128, *, cache_dir: str
               "each)", file=sys.stderr)
     if meta["multi_frame"]:
         warnings.warn(f"{len(meta['multi_frame'])} file(s) hold several frames or pages; only the first is "
-                      f"used: {_pool._names([m['id'] for m in meta['multi_frame']])}", stacklevel=2)
+                      f"used: {names_shown([m['id'] for m in meta['multi_frame']])}", stacklevel=2)
     images = np.load(folder / "images.npy", mmap_mode="r")
     return Pool(root=root, ids=meta["ids"], images=images, digests=meta["digests"], grayscale=meta["grayscale"],
                 skipped=skipped + meta["skipped"], duplicates=meta["duplicates"], ignored=listing.other,
