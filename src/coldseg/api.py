@@ -137,7 +137,7 @@ def _features(pool: Pool, features: str | Path | np.ndarray | None, cfg: MocoCon
     return X, {"source": "cache" if info["cache_hit"] else "moco", "cache_key": info["cache_key"],
                "cache_dir": info["cache_dir"], "dim": int(X.shape[1]), "layer": cfg.feature_layer,
                "training": summarize_log(log), "augmentation": log.get("augmentation"),
-               "settings": cfg.to_dict()}
+               "feature_check": info.get("feature_check"), "settings": cfg.to_dict()}
 
 
 def _pool_manifest(pool: Pool) -> dict[str, Any]:

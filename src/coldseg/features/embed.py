@@ -137,6 +137,11 @@ def compute_features(images: np.ndarray, *, seed: int = 0, settings: MocoConfig 
                             checkpoint=folder / "checkpoint.pt", resume=resume, progress=progress, dist=dist)
     feats = embed_images(model, src, layer=cfg.feature_layer, device=dev, dist=dist)
     result = {"log": log, "grayscale": grayscale}
+    if info.is_main:   # label-free: do augmented views stay neighbours? (coldseg.features.quality)
+        from coldseg.features.quality import view_consistency
+
+        result["feature_check"] = view_consistency(model, images, seed=seed, layer=cfg.feature_layer,
+                                                   augment=cfg.augment, device=dev)
     if use_cache and info.is_main:
         with open(feats_path.with_name(f"features.npy.tmp{os.getpid()}"), "wb") as f:
             np.save(f, feats)

@@ -1,0 +1,70 @@
+"""The label-free feature check: exact values on models whose answer is known."""
+import numpy as np
+import torch
+
+from coldseg.features.quality import view_consistency
+
+
+class PixelModel(torch.nn.Module):
+    """embed = the image's pixels, flattened; augmentation-invariant only if the views are."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(1))
+
+    def embed(self, x, layer):
+        return x.flatten(1)
+
+
+class MeanColourModel(PixelModel):
+    """embed = per-channel mean plus a constant: crops and flips barely move it."""
+
+    def embed(self, x, layer):
+        return torch.cat([x.mean(dim=(2, 3)), torch.ones(len(x), 1)], dim=1)
+
+
+class ConstantModel(PixelModel):
+    def embed(self, x, layer):
+        return torch.ones(len(x), 4)
+
+
+def _images(n=60, seed=0):
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 256, (n, 3, 1, 1), dtype=np.uint8)          # flat images of random colours
+    return np.broadcast_to(base, (n, 3, 16, 16)).copy()
+
+
+def test_a_constant_embedding_has_no_consistency():
+    r = view_consistency(ConstantModel(), _images(), seed=0, n_images=40, k=5)
+    # every similarity ties: argmax picks row 0, right for exactly 1 of 40 images
+    assert r["view_top1"] == round(1 / 40, 4) and r["n_images"] == 40 and r["k"] == 5
+    assert 0.0 <= r["knn_overlap"] <= 1.0
+
+
+def test_colour_invariant_features_on_flat_colour_images_score_high():
+    from coldseg.features.augment import AugmentConfig
+
+    # no colour jitter, no grayscale: views of a flat image keep its colour exactly
+    aug = AugmentConfig(jitter_p=0.0, gray_p=0.0, blur_p=0.0)
+    r = view_consistency(MeanColourModel(), _images(), seed=1, n_images=60, k=5, augment=aug)
+    assert r["view_top1"] == 1.0 and r["knn_overlap"] == 1.0
+    # with the default colour jitter the same features lose much of it, but stay above chance
+    r2 = view_consistency(MeanColourModel(), _images(), seed=1, n_images=60, k=5)
+    assert r2["view_top1"] < 1.0 and r2["view_top1"] > r2["chance_top1"]
+
+
+def test_small_pools_and_determinism():
+    assert view_consistency(PixelModel(), _images(2), n_images=10)["view_top1"] is None
+    a = view_consistency(PixelModel(), _images(30), seed=3, n_images=20, k=4)
+    b = view_consistency(PixelModel(), _images(30), seed=3, n_images=20, k=4)
+    assert a == b and a["n_images"] == 20
+
+
+def test_select_manifest_carries_the_check(pool_dir, tiny_moco, tmp_path, one_torch_thread):
+    import json
+
+    import coldseg
+
+    coldseg.select(pool_dir, 3, out=tmp_path / "o", moco=tiny_moco, report=False, progress=False)
+    fc = json.loads((tmp_path / "o" / "manifest.json").read_text())["features"]["feature_check"]
+    assert fc["n_images"] == 24 and 0 <= fc["view_top1"] <= 1 and 0 <= fc["knn_overlap"] <= 1
