@@ -242,8 +242,9 @@ def _select(images_dir, budget, *, out, strategy, seed, image_size, epochs, batc
             "selection": {"info": sel.info}, "versions": _versions(), "timings": timings,
         }
         if outdir is not None:
-            files = _write_outputs(outdir, pool, X, sel, ids, paths, manifest, report, url_prefix, timings,
-                                   t_start)
+            with outdir.writing():  # a full disk or a permission error names the folder
+                files = _write_outputs(outdir, pool, X, sel, ids, paths, manifest, report, url_prefix,
+                                       timings, t_start)
         else:
             files = []
         timings["total_s"] = time.perf_counter() - t_start
@@ -278,8 +279,7 @@ def _write_outputs(outdir: OutputDir, pool: Pool, X: np.ndarray, sel: Selection,
 
 
 def _write_features(outdir: OutputDir, X: np.ndarray, ids: list[str]) -> None:
-    with open(outdir.stage / "features.npy", "wb") as f:
-        np.save(f, np.asarray(X, dtype=np.float32))
+    outdir.write_npy("features.npy", np.asarray(X, dtype=np.float32))
     outdir.write_text("feature_ids.txt", "".join(f"{i}\n" for i in ids))
 
 
@@ -305,7 +305,8 @@ def embed(images_dir: str | Path, out: str | Path, *, seed: int = 0, image_size:
                                  progress=progress, loader=loader, dinfo=dinfo)
             if outdir is None:
                 return None
-            _write_features(outdir, X, pool.ids)
+            with outdir.writing():
+                _write_features(outdir, X, pool.ids)
             manifest = {"coldseg": __version__, "command": "embed", "seed": seed, "device": _device_name(dev),
                         "distributed": dinfo.manifest(), "pool": _pool_manifest(pool), "features": finfo,
                         "versions": _versions(), "files": ["feature_ids.txt", "features.npy", "manifest.json"]}

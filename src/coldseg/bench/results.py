@@ -14,6 +14,7 @@ A run is identified by (dataset, strategy, ratio, seed); a rerun skips every key
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
@@ -61,8 +62,9 @@ def _fmt(v: Any) -> str:
 
 
 class ResultsWriter:
-    """Appends rows to results.csv (header on creation); every row is flushed and fsynced at once,
-    so an interrupted sweep loses at most the run in progress."""
+    """Appends rows to results.csv (header on creation); every row is written with one append and
+    fsynced at once, so an interrupted sweep loses at most the run in progress. A row that cannot be
+    written whole (a full disk) is cut back off, so the file never holds a torn row."""
 
     def __init__(self, out_dir: str | os.PathLike):
         self.path = Path(out_dir) / RESULTS
@@ -70,31 +72,54 @@ class ResultsWriter:
         if not new:
             _check_header(self.path)
             _ensure_trailing_newline(self.path)
-        self._f = open(self.path, "a", newline="", encoding="utf-8")
-        self._w = csv.writer(self._f)
         if new:
-            self._w.writerow(COLUMNS)
-            self._sync()
+            _append_bytes(self.path, _csv_line(COLUMNS), "the header")
 
     def write(self, row: dict[str, Any]) -> None:
         missing = [c for c in COLUMNS if c not in row]
         if missing:
             raise ValueError(f"result row lacks column(s) {missing}")
-        self._w.writerow([_fmt(row[c]) for c in COLUMNS])
-        self._sync()
-
-    def _sync(self) -> None:
-        self._f.flush()
-        os.fsync(self._f.fileno())
+        _append_bytes(self.path, _csv_line([_fmt(row[c]) for c in COLUMNS]), "a result row")
 
     def close(self) -> None:
-        self._f.close()
+        pass
 
     def __enter__(self) -> "ResultsWriter":
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def _csv_line(fields: list[Any]) -> bytes:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\r\n").writerow(fields)   # CRLF, as results.csv files always had
+    return buf.getvalue().encode("utf-8")
+
+
+def _append_bytes(path: Path, data: bytes, what: str) -> None:
+    """Append ``data`` to ``path`` whole and fsync it; on failure cut the file back to its old length
+    (no torn line) and raise OutputError naming the file ("no space left" for a full disk)."""
+    from coldseg.io.outputs import output_error
+
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_BINARY", 0), 0o666)
+    try:
+        size = os.fstat(fd).st_size
+        try:
+            view, off = memoryview(data), 0
+            while off < len(view):
+                off += os.write(fd, view[off:])
+            os.fsync(fd)
+        except OSError as e:
+            try:
+                os.ftruncate(fd, size)
+            except OSError:
+                pass  # readers skip a partial last line anyway
+            raise output_error(path.parent, e, f"{what} to {path.name}",
+                               hint=f"free some space and rerun the same command to continue (the "
+                                    f"lines already in {path.name} are intact)") from e
+    finally:
+        os.close(fd)
 
 
 def _check_header(path: Path) -> None:
@@ -148,11 +173,9 @@ def append_run_record(out_dir: str | os.PathLike, record: dict[str, Any]) -> Non
 
 
 def append_jsonl(path: str | os.PathLike, record: dict[str, Any]) -> None:
-    """Append one JSON line, flushed and fsynced."""
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(record, default=_json_default) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    """Append one JSON line whole, fsynced (cut back off if it cannot be written whole)."""
+    path = Path(path)
+    _append_bytes(path, (json.dumps(record, default=_json_default) + "\n").encode("utf-8"), "a record")
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
@@ -183,10 +206,21 @@ def _json_default(o: Any) -> Any:
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``path`` through a temporary file and a rename; on failure the old file stays and the
+    temporary one goes (OutputError naming the folder, "no space left" for a full disk)."""
+    from coldseg.io.outputs import output_error
+
     path = Path(path)
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise output_error(path.parent, e, path.name) from e
 
 
 def read_settings(out_dir: str | os.PathLike) -> dict[str, Any] | None:

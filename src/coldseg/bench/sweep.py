@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from coldseg.bench import results as R
 from coldseg.bench.features import FeaturesFn, cached_features, moco_features_fn, pixel_features
+from coldseg.io.outputs import remove_dead_temp_files
 
 SETTINGS_VERSION = 1
 #: SegConfig fields that cannot change a result (left out of the settings comparison)
@@ -197,6 +198,8 @@ def run_benchmark(cfg: BenchmarkConfig, *, features_fn: FeaturesFn | None = None
     pool_idx, test_idx = evaluation_split(cfg, pairs.ids, pairs.groups)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    for folder in (out, out / "features"):   # temporaries of a killed earlier invocation
+        remove_dead_temp_files(folder)
     R.check_or_write_settings(out, settings_of(cfg, seg, pairs))
     dataset = Path(cfg.data_dir).resolve().name
     runs, skipped = plan(cfg, kinds, len(pool_idx), dataset, R.done_keys(out))
@@ -334,9 +337,11 @@ class _Ctx:
                    "hd95": res["hd95_mean"], "train_seconds": round(res["train_seconds"], 3),
                    "device": res["device"]}
             with self.lock:
-                writer.write(row)
+                # runs.jsonl first: results.csv is the commit point (a kill between the two leaves a
+                # record whose run is redone and recorded again; the other order would lose its ids)
                 R.append_run_record(self.out, {**row, "ids": [self.pairs.ids[i] for i in self.pool_idx[pos]],
                                                "selection": info})
+                writer.write(row)
                 bar.update(1)
                 bar.set_postfix(last=run.key, dice=f"{res['dice_mean']:.3f}")
 

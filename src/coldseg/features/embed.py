@@ -22,6 +22,7 @@ from coldseg.features.augment import normalize
 from coldseg.features.distributed import SINGLE, DistInfo, broadcast_object, gather_rows, shard
 from coldseg.features.moco import MoCo
 from coldseg.features.train import MocoConfig, _autocast, _cl, pick_device, train_moco
+from coldseg.io.outputs import remove_dead_temp_files
 
 FEATURES_VERSION = 2  # bump when training or embedding changes what features come out
 _CHUNK = 1024         # images per slice when scanning a (possibly memory-mapped) pool
@@ -129,9 +130,14 @@ def compute_features(images: np.ndarray, *, seed: int = 0, settings: MocoConfig 
     hit = use_cache and feats_path.exists() and log_path.exists() and \
         np.load(feats_path, mmap_mode="r").shape[0] == images.shape[0]
     if broadcast_object(hit, info):  # rank 0 decides for every rank
+        if info.is_main:  # a run killed after caching its result left its checkpoint behind
+            (folder / "checkpoint.pt").unlink(missing_ok=True)
+            remove_dead_temp_files(folder)
         return np.load(feats_path), {"cache_key": key, "cache_hit": True, "cache_dir": str(folder),
                                      **json.loads(log_path.read_text())}
     folder.mkdir(parents=True, exist_ok=True)
+    if info.is_main:  # temporaries of killed runs (checkpoint.pt.tmp<pid> is a whole checkpoint)
+        remove_dead_temp_files(folder)
     src = PixelSource(images, dev, loader, local_world=info.local_world_size)
     model, log = train_moco(src, cfg, seed=seed, grayscale=grayscale, device=dev,
                             checkpoint=folder / "checkpoint.pt", resume=resume, progress=progress, dist=dist)

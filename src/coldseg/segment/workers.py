@@ -12,8 +12,11 @@ and a ``handle(state, payload)`` (one job), which keeps the message protocol in 
 """
 from __future__ import annotations
 
+import multiprocessing
+import os
 import queue
 import signal
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
@@ -38,6 +41,7 @@ def worker_device(device: str, threads: int) -> torch.device:
 def serve(rank: int, jobs_q, results_q, setup: Callable[[], Any], handle: Callable[[Any, Any], Any]) -> None:
     """Worker loop: ``state = setup()``, then ``handle(state, payload)`` for every job until ``None``."""
     jno = None
+    _exit_with_parent()
     try:
         state = setup()
         while (item := jobs_q.get()) is not None:
@@ -47,6 +51,16 @@ def serve(rank: int, jobs_q, results_q, setup: Callable[[], Any], handle: Callab
             jno = None
     except BaseException:  # noqa: BLE001 - everything must reach the parent
         results_q.put(("error", rank, jno, traceback.format_exc()))
+
+
+def _exit_with_parent() -> None:
+    """Exit this worker the moment its parent dies. A parent killed outright (SIGKILL, the OOM killer)
+    cannot stop its workers, and the queue still holds its jobs: they would train them all for nobody,
+    holding the device against the rerun."""
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(target=lambda: (parent.join(), os._exit(1)), daemon=True,
+                         name="coldseg-parent-watch").start()
 
 
 def run_pool(target: Callable[..., None], args: tuple, payloads: Sequence[Any], workers: int, *,
