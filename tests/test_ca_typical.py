@@ -7,7 +7,7 @@ from coldseg.select.ca_typical import sampled_typicality, weighted_fps
 from coldseg.select.fps import farthest_point_sampling
 from coldseg.select.registry import parse_spec, split_specs
 
-PAPER = "ca-typical[per_cluster=none;allocation=equal;start=farthest;beta=0]"
+PAPER = "ca-typical[start=farthest]"
 
 
 def test_typicality_by_hand():
@@ -64,7 +64,8 @@ def _blobs():
 
 def test_allocation_equal_vs_proportional():
     X = _blobs()
-    prop = get_selector("ca-typical[per_cluster=5;max_clusters=2]").select(X, 10, random_state=0)
+    prop = get_selector("ca-typical[per_cluster=5;max_clusters=2;allocation=proportional]").select(
+        X, 10, random_state=0)
     eq = get_selector("ca-typical[per_cluster=5;max_clusters=2;allocation=equal]").select(X, 10, random_state=0)
     in_small = lambda s: int((s.indices >= 180).sum())  # noqa: E731
     assert in_small(prop) == 1 and in_small(eq) == 5     # 10 * 20/200 = 1 vs 10 / 2 = 5
@@ -83,13 +84,27 @@ def test_typical_start_is_the_densest_member():
     assert far.indices[0] == int(np.argmax(((X - X.mean(0)) ** 2).sum(1)))
 
 
-def test_default_contract_and_info():
+def test_default_is_ca_with_a_typical_start():
     X = np.random.default_rng(6).normal(size=(300, 4)).astype(np.float32)
     sel = get_selector("ca-typical").select(X, 30, random_state=0)
-    assert len(set(sel.indices.tolist())) == 30 and sel.info["k"] == 30
-    assert sum(sel.info["picks_per_cluster"]) == 30
+    paper = get_selector("ca").select(X, 30, random_state=0)
+    assert len(set(sel.indices.tolist())) == 30 and sum(sel.info["picks_per_cluster"]) == 30
+    assert sel.info["k"] == paper.info["k"] and sel.info["k_rule"] == "silhouette"
+    assert sel.info["picks_per_cluster"] == paper.info["picks_per_cluster"]      # the same equal split
+    # each cluster's first pick is its most typical member
+    for c in range(sel.info["k"]):
+        members = np.flatnonzero(sel.labels == c)
+        t = sampled_typicality(X[members], 20, 4000, np.random.default_rng(0))
+        first = sel.indices[sel.clusters == c][0]
+        assert first == members[int(np.argmax(t))]
     again = get_selector("ca-typical").select(X, 30, random_state=0)
     assert again.indices.tolist() == sel.indices.tolist()
+
+
+def test_budget_tied_k_gives_one_cluster_per_pick():
+    X = np.random.default_rng(6).normal(size=(300, 4)).astype(np.float32)
+    sel = get_selector("ca-typical[per_cluster=1;allocation=proportional;beta=1]").select(X, 30, random_state=0)
+    assert sel.info["k"] == 30 and sum(sel.info["picks_per_cluster"]) == 30
 
 
 @pytest.mark.parametrize("spec, msg", [

@@ -465,7 +465,7 @@ def test_end_to_end_cli_on_a_tiny_synthetic_pool(pool_dir, tmp_path, cli):
                             "--cache-dir", tmp_path / "cache", "--quiet")
     assert code == 0, err
     assert error_lines(err) == []
-    assert "picked 6 of 24 images with 'ca'" in stdout
+    assert f"picked 6 of 24 images with '{coldseg.DEFAULT_STRATEGY}'" in stdout
     expected = {"selection.csv", "selected.txt", "labelstudio.json", "manifest.json", "features.npy",
                 "feature_ids.txt"} | ({"report.html"} if HAS_REPORT else set())
     on_disk = {p.name for p in out.iterdir()}

@@ -26,7 +26,7 @@ from coldseg.io.outputs import OutputDir
 from coldseg.select.base import Selection
 from coldseg.select.registry import get_selector
 
-DEFAULT_STRATEGY = "ca"
+DEFAULT_STRATEGY = "ca-typical"
 
 
 @dataclass
