@@ -1,0 +1,54 @@
+"""Print a markdown ablation table from a benchmark folder: each strategy's paired Dice difference to
+`random` (matched seeds) per ratio and averaged over ratios, mean and 95 % t-interval over seeds.
+
+    python scripts/ablation_table.py docs/results/kvasir_seg_cpu64_validation [--ratios 5,10,20]
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+
+
+def interval(x: np.ndarray) -> str:
+    m = 100 * x.mean()
+    if len(x) < 2:
+        return f"{m:+.2f}"
+    h = 100 * stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x))
+    return f"{m:+.2f} [{m - h:+.2f}, {m + h:+.2f}]"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("folder", type=Path)
+    ap.add_argument("--ratios", default="5,10,20")
+    args = ap.parse_args()
+    ratios = [float(r) for r in args.ratios.split(",")]
+    dice: dict[str, dict[tuple[float, int], float]] = defaultdict(dict)
+    with open(args.folder / "results.csv", newline="") as f:
+        for r in csv.DictReader(f):
+            dice[r["strategy"]][(float(r["ratio"]), int(r["seed"]))] = float(r["dice"])
+    rnd = dice["random"]
+    seeds = sorted({s for (_, s) in rnd})
+    print("| strategy | " + " | ".join(f"{r:g}%" for r in ratios) + " | mean over ratios (per seed) |")
+    print("|---|" + "---|" * (len(ratios) + 1))
+    for name in sorted(dice, key=lambda n: (n != "random", n)):
+        if name in ("random", "full"):
+            continue
+        cells = []
+        for r in ratios:
+            d = np.array([dice[name][(r, s)] - rnd[(r, s)] for s in seeds if (r, s) in dice[name] and (r, s) in rnd])
+            cells.append(interval(d) + f" n={len(d)}" if len(d) else "–")
+        per_seed = np.array([np.mean([dice[name][(r, s)] - rnd[(r, s)] for r in ratios])
+                             for s in seeds if all((r, s) in dice[name] and (r, s) in rnd for r in ratios)])
+        cells.append(interval(per_seed) + f" n={len(per_seed)}" if len(per_seed) else "–")
+        print(f"| `{name}` | " + " | ".join(cells) + " |")
+    print(f"\nDice points (×100) of strategy − random on matched seeds; [95 % t-interval over seeds].")
+
+
+if __name__ == "__main__":
+    main()
