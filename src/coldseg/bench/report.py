@@ -38,9 +38,12 @@ def plot_figure(summ: list[Summary], path: str | os.PathLike, *, title: str = ""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(11, 4.2), layout="constrained")
-    FigureCanvasAgg(fig)
     strategies = sorted({s.strategy for s in summ} - {FULL}, key=strategy_order)
+    # one legend under both panels, so long names (e.g. "ca-typical[beta=1;...]") never cover the data
+    ncols = 2 if max((len(s) for s in strategies), default=0) > 40 else 5
+    legend_rows = math.ceil((len(strategies) + 1) / ncols)
+    fig = Figure(figsize=(11, 4.2 + 0.25 * legend_rows), layout="constrained")
+    FigureCanvasAgg(fig)
     ratios = sorted({s.ratio for s in summ if s.strategy != FULL})
     span = (ratios[-1] - ratios[0]) if len(ratios) > 1 else 1.0
     dodge = 0.008 * span                     # error bars of strategies side by side, not on top
@@ -66,7 +69,8 @@ def plot_figure(summ: list[Summary], path: str | os.PathLike, *, title: str = ""
         ax.set_ylabel(_LABEL[metric])
         ax.grid(alpha=0.3)
         if k == 0:
-            ax.legend(fontsize=8)
+            handles, labels = ax.get_legend_handles_labels()
+            fig.legend(handles, labels, loc="outside lower center", ncols=ncols, fontsize=8, frameon=False)
     if title:
         fig.suptitle(title)
     tmp = Path(path).with_name(Path(path).name + f".tmp{os.getpid()}.png")
