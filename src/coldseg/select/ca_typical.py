@@ -18,8 +18,11 @@ spread inside each cluster, round-robin list) and exposes each choice as a param
                  beta = 0 is the paper's FPS, larger beta trades spread for typical images.
 
 typicality(x) = 1 / mean distance to the ``k_nn`` nearest other members of x's cluster (Hacohen et al.
-2022). Members of clusters larger than ``typicality_sample`` are scored against a seeded sample of that
-many members (the ranking, not the scale, is what the pick uses), so the cost stays O(n·sample·d).
+2022). Members of clusters larger than ``typicality_sample`` (4000) are scored against a seeded sample
+of that many members (the ranking, not the scale, is what the pick uses), so the cost stays
+O(n·sample·d). With ``beta = 0`` only the first pick needs typicality: in a cluster larger than the
+sample it is the most typical member of a seeded sample (typicality measured inside the sample), and
+the rest of the cluster is spread by the fast farthest point sampling of :mod:`coldseg.select.fps`.
 
 Registered defaults (``ca-typical``), fixed once for every dataset: ``per_cluster=None`` (silhouette
 K), ``allocation="equal"``, ``start="typical"``, ``beta=0`` — the paper's CA except that every cluster's
@@ -40,6 +43,7 @@ from threadpoolctl import threadpool_limits
 
 from coldseg.select.base import Selection, Selector, check_positive_ints
 from coldseg.select.ca import interleave, split_budget
+from coldseg.select.fps import farthest_point_sampling
 from coldseg.select.kmeans import choose_k, n_distinct_rows
 from coldseg.select.registry import register
 from coldseg.select.representative import proportional_split
@@ -134,6 +138,29 @@ class CATypical(Selector):
         labels, centers = TypiClust()._cluster(X, K, seed)
         return labels, centers, {"k_rule": f"ceil(budget / {self.per_cluster:g}), at most {self.max_clusters}"}
 
+    def _spread(self, Xc: np.ndarray, q: int, centre: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """q rows of one cluster Xc (m, d), in pick order (local indices)."""
+        m, sample = Xc.shape[0], int(self.typicality_sample)
+        t = None
+        if self.beta > 0 or (self.start == "typical" and m <= sample):
+            with threadpool_limits(limits=1):   # many small kNN fits: threads cost more than they give
+                t = sampled_typicality(Xc, int(self.k_nn), sample, rng)
+        if self.start == "typical" and t is None:
+            # only the most typical row is needed: the most typical member of a seeded sample of the
+            # cluster, typicality measured inside that sample (O(sample^2) instead of O(m * sample))
+            sub = np.sort(rng.choice(m, sample, replace=False))
+            with threadpool_limits(limits=1):
+                first = int(sub[np.argmax(sampled_typicality(Xc[sub], int(self.k_nn), sample, rng))])
+        elif self.start == "typical":
+            first = int(np.argmax(t))
+        else:
+            ref = Xc.mean(axis=0) if self.start == "farthest" else centre
+            d0 = ((Xc - ref) ** 2).sum(axis=1)
+            first = int(np.argmax(d0) if self.start == "farthest" else np.argmin(d0))
+        if t is None or self.beta == 0 or t.max() <= 0:
+            return farthest_point_sampling(Xc, q, start=first)          # the fast O(m)-memory FPS
+        return weighted_fps(Xc, q, first, (t / t.max()) ** float(self.beta))
+
     def _select(self, X: np.ndarray, budget: int, rng: np.random.Generator) -> Selection:
         self._check_params()
         seed = int(rng.integers(2**31 - 1))
@@ -149,16 +176,7 @@ class CATypical(Selector):
             if quota[c] == 0:
                 continue
             M, Xc = members[c], X[members[c]]
-            with threadpool_limits(limits=1):   # many small kNN fits: threads cost more than they give
-                t = sampled_typicality(Xc, int(self.k_nn), int(self.typicality_sample), typ_rng)
-            if self.start == "typical":
-                first = int(np.argmax(t))
-            else:
-                ref = Xc.mean(axis=0) if self.start == "farthest" else centers[c]
-                d0 = ((Xc - ref) ** 2).sum(axis=1)
-                first = int(np.argmax(d0) if self.start == "farthest" else np.argmin(d0))
-            w = (t / t.max()) ** float(self.beta) if self.beta > 0 and t.max() > 0 else np.ones(len(M))
-            groups.append(M[weighted_fps(Xc, int(quota[c]), first, w)])
+            groups.append(M[self._spread(Xc, int(quota[c]), centers[c], typ_rng)])
         idx, pos = interleave(groups)
         kept = [c for c in order if quota[c] > 0]
         cl = np.asarray(kept, dtype=np.int64)[pos]
