@@ -104,7 +104,8 @@ def config_from_args(args: argparse.Namespace):
         data_dir=args.data_dir, out_dir=args.out, strategies=args.strategies, ratios=args.ratios,
         seeds=list(range(args.seeds)), image_size=pick("image_size") or 128, seg=SegConfig(**seg_kw),
         test_fraction=args.test_fraction, split_seed=args.split_seed, multiclass=args.multiclass,
-        evaluate_on=args.evaluate_on, masks_dir=args.masks_dir, rounds=args.rounds, features=args.features, ssl_epochs=pick("ssl_epochs"),
+        evaluate_on=args.evaluate_on, masks_dir=args.masks_dir, rounds=args.rounds, features=args.features,
+        ssl_epochs=pick("ssl_epochs"),
         include_full=not args.no_full, workers=args.workers, stack=args.stack, device=device,
         progress=not args.quiet,
         command=canonical_command(args))

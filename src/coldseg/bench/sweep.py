@@ -136,7 +136,8 @@ def settings_of(cfg: BenchmarkConfig, seg: Any, pairs: Any) -> dict[str, Any]:
             "masks_dir": cfg.masks_dir, "n_pairs": len(pairs), "ids_sha256": ids_sha,
             "multiclass": bool(cfg.multiclass), "n_classes": int(pairs.n_classes),
             "image_size": int(cfg.image_size), "test_fraction": float(cfg.test_fraction),
-            "split_seed": int(cfg.split_seed), **_evaluate_on_setting(cfg), "rounds": int(cfg.rounds), "features": cfg.features,
+            "split_seed": int(cfg.split_seed), **_evaluate_on_setting(cfg), "rounds": int(cfg.rounds),
+            "features": cfg.features,
             "ssl_epochs": cfg.ssl_epochs,
             "seg": {k: v for k, v in dataclasses.asdict(seg).items() if k not in _NOT_RESULTS}}
 
