@@ -13,7 +13,7 @@ export PYTHONPATH=$PWD/src:${PYTHONPATH:-}
 export PYTHONUNBUFFERED=1
 SIZE=${SIZE:-128}; STEPS=${STEPS:-1500}; EPOCHS=${EPOCHS:-30}; SSL=${SSL_EPOCHS:-60}
 DEVICE=${DEVICE:-auto}; SEEDS=${SEEDS:-3}; RATIOS=${RATIOS:-5,10,20,30}
-STRATS=${STRATS:-random,ca,kcenter,kmedian,ra,typiclust,probcover,bayesian,coreset-iter}
+STRATS=${STRATS:-random,ca,ca-typical,kcenter,kmedian,ra,typiclust,probcover,bayesian,coreset-iter}
 BENCH=${BENCH_DIR:-/tmp/bench_$(basename $DATA)}
 STAGES=${STAGES:-throughput,segthroughput,select,sweep}
 STACKS=${STACKS:-8 16}; STACK=${STACK:-8}
