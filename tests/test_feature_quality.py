@@ -65,6 +65,8 @@ def test_select_manifest_carries_the_check(pool_dir, tiny_moco, tmp_path, one_to
 
     import coldseg
 
-    coldseg.select(pool_dir, 3, out=tmp_path / "o", moco=tiny_moco, report=False, progress=False)
+    coldseg.select(pool_dir, 3, out=tmp_path / "o", moco=tiny_moco, progress=False)
     fc = json.loads((tmp_path / "o" / "manifest.json").read_text())["features"]["feature_check"]
     assert fc["n_images"] == 24 and 0 <= fc["view_top1"] <= 1 and 0 <= fc["knn_overlap"] <= 1
+    html = (tmp_path / "o" / "report.html").read_text()
+    assert "feature check (label-free)" in html and f"{100 * fc['view_top1']:.1f} %" in html

@@ -214,6 +214,13 @@ def _summary(m: dict, info: dict, n_ids: int, n_picks: int) -> str:
     winner = aug.get("winner") if isinstance(aug, dict) else None
     if winner is not None:
         rows.append(_row("augmentation winner (eq. 7, hardest)", winner))
+    check = _dig(m, "features", "feature_check")
+    if isinstance(check, dict) and _is_num(check.get("view_top1")):
+        rows.append(_row("feature check (label-free)",
+                         f"augmented view finds its twin {100 * check['view_top1']:.1f} % of the time "
+                         f"(chance {100 * check.get('chance_top1', 0):.1f} %); "
+                         f"{100 * check.get('knn_overlap', 0):.1f} % of 10-NN survive augmentation "
+                         f"(chance {100 * check.get('chance_knn_overlap', 0):.1f} %)"))
     if v["device"] is not None:
         rows.append(_row("device", v["device"]))
     timings = v["timings"]
