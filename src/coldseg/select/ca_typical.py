@@ -99,7 +99,7 @@ class CATypical(Selector):
     """The paper's CA, each cluster's farthest point sampling started from its most typical image."""
 
     name = "ca-typical"
-    summary = "the default: CA (silhouette K, equal split, FPS) started from each cluster's most typical image"
+    summary = "CA (silhouette K, equal split, FPS) started from each cluster's most typical image"
 
     def __init__(self, per_cluster: float | None = None, allocation: str = "equal", start: str = "typical",
                  beta: float = 0.0, k_nn: int = 20, max_clusters: int = 500, typicality_sample: int = 4000,
