@@ -66,7 +66,7 @@ def test_second_call_reads_the_cache_without_decoding(messy_pool, tmp_path, monk
     def no_decoding(args):
         raise AssertionError(f"decoded {args[1]} again")
 
-    monkeypatch.setattr(decoded, "_read_one", no_decoding)
+    monkeypatch.setattr(decoded, "read_one", no_decoding)
     again = load_pool_cached(messy_pool, S, cache_dir=tmp_path / "c", progress=False)
     assert capsys.readouterr().err == first_err  # skipped files are still reported
     for f in POOL_FIELDS:
@@ -91,7 +91,7 @@ def test_interrupted_decode_is_never_used_and_resumes(tmp_path, make_pool, monke
     root = tmp_path / "p"
     make_pool(root, 11)
     monkeypatch.setattr(decoded, "CHUNK", 4)
-    real, calls = decoded._read_one, []
+    real, calls = decoded.read_one, []
 
     def dies_at_the_ninth(args):
         calls.append(args[1])
@@ -99,7 +99,7 @@ def test_interrupted_decode_is_never_used_and_resumes(tmp_path, make_pool, monke
             raise KeyboardInterrupt
         return real(args)
 
-    monkeypatch.setattr(decoded, "_read_one", dies_at_the_ninth)
+    monkeypatch.setattr(decoded, "read_one", dies_at_the_ninth)
     with pytest.raises(KeyboardInterrupt):
         load_pool_cached(root, S, cache_dir=tmp_path / "c", workers=1, progress=False)
     (entry,) = _entries(tmp_path / "c")
@@ -107,7 +107,7 @@ def test_interrupted_decode_is_never_used_and_resumes(tmp_path, make_pool, monke
     assert json.loads((entry / "progress.json").read_text())["done"] == 8  # two chunks of 4 finished
 
     calls.clear()
-    monkeypatch.setattr(decoded, "_read_one", lambda args: (calls.append(args[1]), real(args))[1])
+    monkeypatch.setattr(decoded, "read_one", lambda args: (calls.append(args[1]), real(args))[1])
     pool = load_pool_cached(root, S, cache_dir=tmp_path / "c", workers=1, progress=False)
     assert len(calls) == 3  # only the images after the last finished chunk
     ref = load_pool(root, S, progress=False)

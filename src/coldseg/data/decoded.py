@@ -23,7 +23,6 @@ import hashlib
 import inspect
 import json
 import os
-import sys
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -34,8 +33,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from coldseg.data import pool as _pool
-from coldseg.data.folder import names_shown
-from coldseg.data.pool import Pool, PoolError, list_pool_files
+from coldseg.data.pool import Pool, PoolError, list_pool_files, read_one, report_read
 
 DECODED_VERSION = 1   # bump when the cached pixels would change for the same files
 HEADER_BYTES = 128    # fixed .npy v1.0 header, so the shape can be rewritten in place
@@ -45,19 +43,13 @@ CHUNK = 1024          # images decoded between two progress records
 # --- the cache ---------------------------------------------------------------------------------------
 def _decoder_fingerprint() -> str:
     parts = [str(DECODED_VERSION), PIL.__version__]
-    for name in ("decode", "load_image", "to_uint8", "_read_one"):
+    for name in ("decode", "load_image", "to_uint8", "read_one"):
         fn = getattr(_pool, name, None)
         try:
             parts.append(inspect.getsource(fn) if fn is not None else "")
         except (OSError, TypeError):  # no source (frozen install): the version constants still count
             parts.append(name)
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()
-
-
-def _read_one(args: tuple[Path, str, int]) -> tuple[str, str | None, np.ndarray | None, bool, str, int]:
-    """pool.py's reader: (id, sha256, (3, S, S) pixels, single channel?, why skipped, frames)."""
-    out = _pool._read_one(args)
-    return out if len(out) == 6 else (*out, 1)
 
 
 def _hash_file(path: Path) -> tuple[str | None, str]:
@@ -134,16 +126,7 @@ def load_pool_cached(root: str | os.PathLike, size: int = 128, *, cache_dir: str
             meta = _load_meta(folder, size)  # another process may have finished it meanwhile
             if meta is None:
                 meta = _build(folder, root, rels, hashed, size, workers, progress)
-    for s in meta["skipped"]:
-        print(f"coldseg: skipped unreadable {s['id']}: {s['reason']}", file=sys.stderr)
-    if not meta["ids"]:
-        raise PoolError(f"none of the {len(rels)} image files in {str(root)!r} could be read")
-    if meta["duplicates"]:
-        print(f"coldseg: {len(meta['duplicates'])} byte-identical duplicate(s) left out (kept the first of "
-              "each)", file=sys.stderr)
-    if meta["multi_frame"]:
-        warnings.warn(f"{len(meta['multi_frame'])} file(s) hold several frames or pages; only the first is "
-                      f"used: {names_shown([m['id'] for m in meta['multi_frame']])}", stacklevel=2)
+    report_read(root, len(rels), len(meta["ids"]), meta["skipped"], meta["duplicates"], meta["multi_frame"])
     images = np.load(folder / "images.npy", mmap_mode="r")
     return Pool(root=root, ids=meta["ids"], images=images, digests=meta["digests"], grayscale=meta["grayscale"],
                 skipped=skipped + meta["skipped"], duplicates=meta["duplicates"], ignored=listing.other,
@@ -200,7 +183,7 @@ def _build(folder: Path, root: Path, rels: list[str], hashed: list[tuple[str | N
         for s in range(0, len(todo), CHUNK):
             chunk = todo[s : s + CHUNK]
             for pos, (rel, digest, arr, gray, reason, frames) in zip(
-                    chunk, ex.map(_read_one, [(root, rels[p], size) for p in chunk])):
+                    chunk, ex.map(read_one, [(root, rels[p], size) for p in chunk])):
                 if arr is None:
                     state["failed"][str(pos)] = reason
                     continue
@@ -227,7 +210,7 @@ def _build(folder: Path, root: Path, rels: list[str], hashed: list[tuple[str | N
     duplicates = []
     for i, digest in dups:  # a copy of an unreadable file is unreadable too: skipped with its own reason
         if first[digest] in failed:
-            skipped[i] = {"id": rels[i], "reason": _read_one((root, rels[i], size))[4] or failed[first[digest]]}
+            skipped[i] = {"id": rels[i], "reason": read_one((root, rels[i], size))[4] or failed[first[digest]]}
         else:
             duplicates.append({"id": rels[i], "same_as": rels[first[digest]]})
     kept = [p for p in cand if p not in failed]

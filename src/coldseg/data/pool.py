@@ -136,7 +136,7 @@ def decode(path: Path, size: int, *, upright: bool = True,
     return np.asarray(pil).transpose(2, 0, 1).copy(), gray, frames
 
 
-def _read_one(args: tuple[Path, str, int]) -> tuple[str, str | None, np.ndarray | None, bool, str, int]:
+def read_one(args: tuple[Path, str, int]) -> tuple[str, str | None, np.ndarray | None, bool, str, int]:
     """(id, sha256, (3, S, S) pixels, single channel?, '' or why it was skipped, frames)."""
     root, rel, size = args
     path = root / rel
@@ -171,6 +171,22 @@ def list_pool_files(root: str | os.PathLike, size: int, *, stacklevel: int = 3):
     return root, listing, skipped
 
 
+def report_read(root: Path, n_files: int, n_kept: int, unreadable: list[dict], duplicates: list[dict],
+                multi: list[dict], *, stacklevel: int = 3) -> None:
+    """Say what reading the listed files left out (stderr lines, a warning for multi-frame files);
+    raise :class:`PoolError` when none of the ``n_files`` could be read."""
+    for s in unreadable:
+        print(f"coldseg: skipped unreadable {s['id']}: {s['reason']}", file=sys.stderr)
+    if not n_kept:
+        raise PoolError(f"none of the {n_files} image files in {str(root)!r} could be read")
+    if duplicates:
+        print(f"coldseg: {len(duplicates)} byte-identical duplicate(s) left out (kept the first of each)",
+              file=sys.stderr)
+    if multi:
+        warnings.warn(f"{len(multi)} file(s) hold several frames or pages; only the first is used: "
+                      f"{names_shown([m['id'] for m in multi])}", stacklevel=stacklevel)
+
+
 def load_pool(root: str | os.PathLike, size: int = 128, *, workers: int | None = None,
               progress: bool = True) -> Pool:
     """Read every image below ``root`` at ``size`` × ``size``; skip what cannot be read.
@@ -180,18 +196,17 @@ def load_pool(root: str | os.PathLike, size: int = 128, *, workers: int | None =
     root, listing, skipped = list_pool_files(root, size, stacklevel=4)
     rels = listing.images
     workers = workers or min(8, (os.cpu_count() or 1) + 2)
-    ids, digests, arrays, grays, dups, multi = [], [], [], [], [], []
+    ids, digests, arrays, grays, dups, multi, unreadable = [], [], [], [], [], [], []
     seen: dict[str, str] = {}
     # Pillow warns (then refuses) past MAX_IMAGE_PIXELS; decode() refuses first with a clearer reason,
     # so the warning is silenced once here, in this thread (catch_warnings is not thread-safe)
     with warnings.catch_warnings(), ThreadPoolExecutor(workers) as ex:
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        results = ex.map(_read_one, [(root, r, size) for r in rels])
+        results = ex.map(read_one, [(root, r, size) for r in rels])
         for rel, digest, arr, gray, reason, frames in tqdm(results, total=len(rels), desc="reading images",
                                                             unit="img", disable=not progress, leave=False):
             if arr is None:
-                skipped.append({"id": rel, "reason": reason})
-                print(f"coldseg: skipped unreadable {rel}: {reason}", file=sys.stderr)
+                unreadable.append({"id": rel, "reason": reason})
                 continue
             if digest in seen:
                 dups.append({"id": rel, "same_as": seen[digest]})
@@ -203,13 +218,6 @@ def load_pool(root: str | os.PathLike, size: int = 128, *, workers: int | None =
             grays.append(gray)
             if frames > 1:
                 multi.append({"id": rel, "frames": frames})
-    if not ids:
-        raise PoolError(f"none of the {len(rels)} image files in {str(root)!r} could be read")
-    if dups:
-        print(f"coldseg: {len(dups)} byte-identical duplicate(s) left out (kept the first of each)",
-              file=sys.stderr)
-    if multi:
-        warnings.warn(f"{len(multi)} file(s) hold several frames or pages; only the first is used: "
-                      f"{names_shown([m['id'] for m in multi])}", stacklevel=2)
-    return Pool(root, ids, np.stack(arrays), digests, all(grays), skipped, dups, listing.other,
+    report_read(root, len(rels), len(ids), unreadable, dups, multi)
+    return Pool(root, ids, np.stack(arrays), digests, all(grays), skipped + unreadable, dups, listing.other,
                 listing.hidden, listing.unfollowed, multi, listing.outputs)
