@@ -29,6 +29,7 @@ import coldseg.io.outputs as outputs
 from _faults import (JOURNAL, STAGING, checksums, children, coldseg_cmd, count_events, kill_when, leftovers, run,
                      running, tree)
 from coldseg.bench import results as R
+from coldseg.io import atomic
 from conftest import error_lines
 
 pytestmark = [pytest.mark.faults, pytest.mark.usefixtures("one_torch_thread")]
@@ -335,7 +336,7 @@ def test_full_disk_appending_a_result_row_or_record_keeps_the_rows(tmp_path, mon
             R.append_jsonl(tmp_path / R.RUNS, {"key": "b" * 50})
         assert tree(tmp_path) == before, quota                            # no torn row or line
     monkeypatch.setattr(R, "os", os)
-    monkeypatch.setattr(R, "open", lambda *a, **k: _FullOpen(*a, **k), raising=False)
+    monkeypatch.setattr(atomic, "os", _FsyncFindsTheDiskFull())   # ENOSPC often shows only at fsync
     with pytest.raises(outputs.OutputError, match="no space left on device while writing settings.json"):
         R.atomic_write_text(tmp_path / R.SETTINGS, '{"settings": {"x": 1}}\n')
     assert tree(tmp_path) == before                                       # old settings, no .tmp
@@ -345,26 +346,14 @@ def test_full_disk_appending_a_result_row_or_record_keeps_the_rows(tmp_path, mon
     assert [r["seed"] for r in R.read_results(tmp_path)] == [0, 1, 2, 9]
 
 
-class _FullOpen:
-    """A text file whose flush finds the disk full (ENOSPC often shows at flush or fsync)."""
+class _FsyncFindsTheDiskFull:
+    """The ``os`` module, except that fsync finds the disk full."""
 
-    def __init__(self, path, mode="r", **k):
-        self._f = open(path, mode, **k)
+    def __getattr__(self, name):
+        return getattr(os, name)
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self._f.close()
-
-    def write(self, s):
-        return self._f.write(s)
-
-    def flush(self):
+    def fsync(self, fd):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-    def fileno(self):
-        return self._f.fileno()
 
 
 def _pairs(tmp_path, n=16):

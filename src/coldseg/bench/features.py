@@ -7,11 +7,12 @@ and a "no representation learning" baseline.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
+
+from coldseg.io.atomic import atomic_write
 
 #: (pool images (n, 3, S, S) uint8, seed) -> (n, d) features
 FeaturesFn = Callable[[np.ndarray, int], np.ndarray]
@@ -68,7 +69,5 @@ def cached_features(fn: FeaturesFn, images: np.ndarray, seed: int, path: Path) -
         raise ValueError(f"features function returned shape {feats.shape} for {len(images)} images; "
                          "it must return (n_images, n_features)")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}.npy")
-    np.save(tmp, feats)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: np.save(tmp, feats), suffix=".npy")
     return feats

@@ -13,6 +13,7 @@ from typing import Any
 
 from coldseg.bench.results import FULL, atomic_write_text, fmt_ratio, read_results, read_settings
 from coldseg.bench.stats import BASELINE, METRICS, PairedDiff, Summary, paired_differences, summarize, strategy_order
+from coldseg.io.atomic import atomic_write
 
 FIGURE, REPORT_MD, REPORT_HTML = "figure.png", "report.md", "report.html"
 _LABEL = {"dice": "Dice (higher is better)", "hd95": "HD95 in px (lower is better)"}
@@ -73,9 +74,7 @@ def plot_figure(summ: list[Summary], path: str | os.PathLike, *, title: str = ""
             fig.legend(handles, labels, loc="outside lower center", ncols=ncols, fontsize=8, frameon=False)
     if title:
         fig.suptitle(title)
-    tmp = Path(path).with_name(Path(path).name + f".tmp{os.getpid()}.png")
-    fig.savefig(tmp, dpi=120)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120), suffix=".png")
 
 
 def _num(v: float, digits: int) -> str:

@@ -208,18 +208,13 @@ def _json_default(o: Any) -> Any:
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``path`` through a temporary file and a rename; on failure the old file stays and the
     temporary one goes (OutputError naming the folder, "no space left" for a full disk)."""
+    from coldseg.io.atomic import atomic_write_bytes
     from coldseg.io.outputs import output_error
 
     path = Path(path)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        atomic_write_bytes(path, text.encode("utf-8"))
     except OSError as e:
-        tmp.unlink(missing_ok=True)
         raise output_error(path.parent, e, path.name) from e
 
 

@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 
 from coldseg.data import pool as _pool
 from coldseg.data.pool import Pool, PoolError, list_pool_files, read_one, report_read
+from coldseg.io.atomic import atomic_write_bytes
 
 DECODED_VERSION = 1   # bump when the cached pixels would change for the same files
 HEADER_BYTES = 128    # fixed .npy v1.0 header, so the shape can be rewritten in place
@@ -93,9 +94,7 @@ def _locked(folder: Path):
 
 
 def _atomic_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, ensure_ascii=False), encoding="utf-8", errors="surrogateescape")
-    os.replace(tmp, path)
+    atomic_write_bytes(path, json.dumps(obj, ensure_ascii=False).encode("utf-8", "surrogateescape"))
 
 
 def _read_json(path: Path):

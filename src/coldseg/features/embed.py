@@ -22,6 +22,7 @@ from coldseg.features.augment import normalize
 from coldseg.features.distributed import SINGLE, DistInfo, broadcast_object, gather_rows, shard
 from coldseg.features.moco import MoCo
 from coldseg.features.train import MocoConfig, _autocast, _cl, pick_device, train_moco
+from coldseg.io.atomic import atomic_write, atomic_write_bytes
 from coldseg.io.outputs import remove_dead_temp_files
 
 FEATURES_VERSION = 2  # bump when training or embedding changes what features come out
@@ -94,12 +95,6 @@ def embed_images(model: MoCo, images: torch.Tensor | np.ndarray | PixelSource, *
     return local.cpu().numpy().astype(np.float32)
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def compute_features(images: np.ndarray, *, seed: int = 0, settings: MocoConfig | None = None,
                      device: str | torch.device | None = None, cache_dir: str | Path | None = None,
                      content_key: str | None = None, ids: list[str] | None = None,
@@ -149,12 +144,10 @@ def compute_features(images: np.ndarray, *, seed: int = 0, settings: MocoConfig 
         result["feature_check"] = view_consistency(model, images, seed=seed, layer=cfg.feature_layer,
                                                    augment=cfg.augment, device=dev)
     if use_cache and info.is_main:
-        with open(feats_path.with_name(f"features.npy.tmp{os.getpid()}"), "wb") as f:
-            np.save(f, feats)
-        os.replace(feats_path.with_name(f"features.npy.tmp{os.getpid()}"), feats_path)
+        atomic_write(feats_path, lambda tmp: np.save(tmp, feats), suffix=".npy")
         if ids is not None:
-            _atomic_write_bytes(folder / "ids.txt", ("\n".join(ids) + "\n").encode("utf-8", "surrogateescape"))
-        _atomic_write_bytes(log_path, json.dumps(result, indent=1).encode())
+            atomic_write_bytes(folder / "ids.txt", ("\n".join(ids) + "\n").encode("utf-8", "surrogateescape"))
+        atomic_write_bytes(log_path, json.dumps(result, indent=1).encode())
         # the checkpoint only serves --resume of an unfinished training: drop it (~140 MB at width 64)
         (folder / "checkpoint.pt").unlink(missing_ok=True)
     return feats, {"cache_key": key, "cache_hit": False, "cache_dir": str(folder), **result}

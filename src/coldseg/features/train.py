@@ -15,7 +15,6 @@ torchrun every rank trains its share of each global batch (DDP; see distributed.
 from __future__ import annotations
 
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,6 +34,7 @@ from coldseg.features.distributed import (
 )
 from coldseg.features.encoder import resnet18
 from coldseg.features.moco import MoCo
+from coldseg.io.atomic import atomic_write
 
 
 @dataclass
@@ -75,9 +75,7 @@ def build_model(cfg: MocoConfig, n: int, gen: torch.Generator) -> MoCo:
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def _lr_at(cfg: MocoConfig, step: int, total: int, batch: int) -> float:
