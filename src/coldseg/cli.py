@@ -16,6 +16,8 @@ def _common_training(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-size", type=int, default=128, metavar="PX", help="working size in pixels (default 128)")
     p.add_argument("--epochs", type=int, default=30, metavar="E", help="MoCo training epochs (default 30)")
     p.add_argument("--batch-size", type=int, default=128, metavar="B", help="MoCo batch size (default 128)")
+    p.add_argument("--min-steps", type=int, default=None, metavar="N",
+                   help="MoCo trains at least N SGD steps: small pools get more epochs (default: MoCo's)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted MoCo training from its checkpoint")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:i]")
     p.add_argument("--cache-dir", type=Path, default=None,
@@ -72,8 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _moco(args: argparse.Namespace):
     from coldseg.features.train import MocoConfig
 
+    extra = {} if args.min_steps is None else {"min_steps": args.min_steps}
     return MocoConfig(image_size=args.image_size, epochs=args.epochs, batch_size=args.batch_size,
-                      candidates=args.candidates)
+                      candidates=args.candidates, **extra)
 
 
 def _check_training_args(args: argparse.Namespace) -> None:
@@ -83,6 +86,8 @@ def _check_training_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--epochs {args.epochs} must be at least 1")
     if args.batch_size < 2:
         raise ValueError(f"--batch-size {args.batch_size} must be at least 2")
+    if args.min_steps is not None and args.min_steps < 0:
+        raise ValueError(f"--min-steps {args.min_steps} must be 0 or more")
 
 
 def cmd_select(args: argparse.Namespace) -> int:

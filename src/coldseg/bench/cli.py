@@ -52,6 +52,9 @@ def add_benchmark_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--features", default="moco", choices=["moco", "pixels"],
                    help="features for one-shot strategies: moco (self-supervised, default) or pixels (cheap)")
     p.add_argument("--ssl-epochs", type=int, default=None, metavar="E", help="MoCo epochs (default: MoCo's)")
+    p.add_argument("--ssl-batch-size", type=int, default=None, metavar="B", help="MoCo batch (default: MoCo's)")
+    p.add_argument("--ssl-min-steps", type=int, default=None, metavar="N",
+                   help="MoCo trains at least N SGD steps, adding epochs on small pools (default: MoCo's)")
     p.add_argument("--no-full", action="store_true", help="skip the full-label upper bound")
     p.add_argument("--workers", type=int, default=None, metavar="W", help="trainings in parallel worker processes "
                    "(default: none; on a GPU --stack is the default instead)")
@@ -90,6 +93,10 @@ def config_from_args(args: argparse.Namespace):
     strategy_kinds(args.strategies)             # unknown names fail here, before any data is read
     if args.seeds < 1:
         raise ValueError(f"--seeds {args.seeds} must be at least 1")
+    if args.ssl_batch_size is not None and args.ssl_batch_size < 2:
+        raise ValueError(f"--ssl-batch-size {args.ssl_batch_size} must be at least 2")
+    if args.ssl_min_steps is not None and args.ssl_min_steps < 0:
+        raise ValueError(f"--ssl-min-steps {args.ssl_min_steps} must be 0 or more")
     seg_kw = {}
     for name, key in (("steps", "steps"), ("batch_size", "batch_size")):
         if pick(name) is not None:
@@ -105,7 +112,7 @@ def config_from_args(args: argparse.Namespace):
         seeds=list(range(args.seeds)), image_size=pick("image_size") or 128, seg=SegConfig(**seg_kw),
         test_fraction=args.test_fraction, split_seed=args.split_seed, multiclass=args.multiclass,
         evaluate_on=args.evaluate_on, masks_dir=args.masks_dir, rounds=args.rounds, features=args.features,
-        ssl_epochs=pick("ssl_epochs"),
+        ssl_epochs=pick("ssl_epochs"), ssl_batch_size=args.ssl_batch_size, ssl_min_steps=args.ssl_min_steps,
         include_full=not args.no_full, workers=args.workers, stack=args.stack, device=device,
         progress=not args.quiet,
         command=canonical_command(args))
@@ -115,7 +122,8 @@ def canonical_command(args: argparse.Namespace) -> str:
     """The command with every option spelled out, so the report shows exactly what ran."""
     parts = ["coldseg", "benchmark", str(args.data_dir), "--strategies", ",".join(args.strategies or []),
              "--ratios", ",".join(f"{r:g}" for r in args.ratios), "--seeds", str(args.seeds), "--out", str(args.out)]
-    for flag in ("image_size", "steps", "batch_size", "channels", "ssl_epochs", "workers", "stack", "device"):
+    for flag in ("image_size", "steps", "batch_size", "channels", "ssl_epochs", "ssl_batch_size", "ssl_min_steps",
+                 "workers", "stack", "device"):
         v = getattr(args, flag)
         if v is not None:
             parts += ["--" + flag.replace("_", "-"), str(v)]

@@ -40,15 +40,15 @@ def pixel_features(images: np.ndarray, seed: int = 0, *, grid: int = 8, dim: int
 
 
 def moco_features_fn(*, image_size: int, epochs: int | None, cache_dir: Path, device: str | None,
-                     progress: bool) -> FeaturesFn:
+                     progress: bool, batch_size: int | None = None, min_steps: int | None = None) -> FeaturesFn:
     """The project's MoCo v2 features (imported lazily); trained per seed, cached in ``cache_dir``."""
 
     def fn(images: np.ndarray, seed: int) -> np.ndarray:
         from coldseg.features.embed import compute_features
         from coldseg.features.train import MocoConfig
 
-        cfg = MocoConfig(image_size=image_size) if epochs is None else MocoConfig(image_size=image_size,
-                                                                                   epochs=epochs)
+        given = {"epochs": epochs, "batch_size": batch_size, "min_steps": min_steps}
+        cfg = MocoConfig(image_size=image_size, **{k: int(v) for k, v in given.items() if v is not None})
         # resume=True: a sweep stopped during MoCo continues from the last epoch's checkpoint (the
         # cache key holds every setting, so only the same training can be resumed)
         out = compute_features(images, seed=seed, settings=cfg, device=device, cache_dir=cache_dir,

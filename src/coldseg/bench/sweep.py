@@ -52,6 +52,8 @@ class BenchmarkConfig:
     rounds: int = 3                     # iterative strategies: rounds including the random first one
     features: str = "moco"              # 'moco' | 'pixels' | a label for an injected features_fn
     ssl_epochs: int | None = None       # MoCo epochs (None: MocoConfig's default)
+    ssl_batch_size: int | None = None   # MoCo batch (None: MocoConfig's default)
+    ssl_min_steps: int | None = None    # MoCo minimum SGD steps (None: MocoConfig's default)
     include_full: bool = True
     workers: int | None = None          # worker processes (see segment.runner.resolve_parallelism)
     stack: int | None = None            # models trained together in one process (CUDA default 8)
@@ -138,8 +140,14 @@ def settings_of(cfg: BenchmarkConfig, seg: Any, pairs: Any) -> dict[str, Any]:
             "image_size": int(cfg.image_size), "test_fraction": float(cfg.test_fraction),
             "split_seed": int(cfg.split_seed), **_evaluate_on_setting(cfg), "rounds": int(cfg.rounds),
             "features": cfg.features,
-            "ssl_epochs": cfg.ssl_epochs,
+            "ssl_epochs": cfg.ssl_epochs, **_ssl_schedule_setting(cfg),
             "seg": {k: v for k, v in dataclasses.asdict(seg).items() if k not in _NOT_RESULTS}}
+
+
+def _ssl_schedule_setting(cfg: BenchmarkConfig) -> dict[str, int]:
+    # recorded only when set, so folders written before these options existed still match
+    return {k: int(v) for k, v in (("ssl_batch_size", cfg.ssl_batch_size), ("ssl_min_steps", cfg.ssl_min_steps))
+            if v is not None}
 
 
 def _evaluate_on_setting(cfg: BenchmarkConfig) -> dict[str, str]:
@@ -224,6 +232,7 @@ def _features_fn(cfg: BenchmarkConfig, out: Path) -> FeaturesFn:
     table: dict[str, Callable[[], FeaturesFn]] = {
         "pixels": lambda: pixel_features,
         "moco": lambda: moco_features_fn(image_size=cfg.image_size, epochs=cfg.ssl_epochs,
+                                         batch_size=cfg.ssl_batch_size, min_steps=cfg.ssl_min_steps,
                                          cache_dir=out / "features" / "moco", device=cfg.device,
                                          progress=cfg.progress),
     }

@@ -43,6 +43,7 @@ class MocoConfig:
 
     image_size: int = 128
     epochs: int = 30
+    min_steps: int = 0           # train at least this many SGD steps: small pools get more epochs
     batch_size: int = 128
     lr: float = 0.06             # for batch 256; scaled linearly with batch_size
     weight_decay: float = 5e-4
@@ -72,6 +73,18 @@ def build_model(cfg: MocoConfig, n: int, gen: torch.Generator) -> MoCo:
     K = int(max(cfg.batch_size, min(cfg.queue, n // 2)))
     return MoCo(resnet18(cfg.width), cfg.dim, K, cfg.momentum, cfg.temperature, bn_splits=cfg.bn_splits,
                 generator=gen)
+
+
+def moco_epochs(cfg: MocoConfig, n: int) -> int:
+    """Epochs trained on a pool of ``n`` images: ``cfg.epochs``, or more when a pool so small that
+    ``epochs`` would take fewer than ``cfg.min_steps`` SGD steps (one step = one batch)."""
+    per_epoch = max(1, n // min(cfg.batch_size, n))
+    return max(cfg.epochs, math.ceil(cfg.min_steps / per_epoch))
+
+
+def moco_steps(cfg: MocoConfig, n: int) -> int:
+    """SGD steps trained on a pool of ``n`` images."""
+    return max(1, n // min(cfg.batch_size, n)) * moco_epochs(cfg, n)
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
@@ -170,9 +183,10 @@ def train_moco(images: torch.Tensor | np.ndarray | PixelSource, cfg: MocoConfig,
         raise ValueError(f"batch size {batch} does not split evenly over {W} processes; use a multiple of {W} "
                          f"(e.g. --batch-size {W * max(1, batch // W)})")
     steps_per_epoch = n // batch
-    total_steps = steps_per_epoch * cfg.epochs
+    epochs = moco_epochs(cfg, n)
+    total_steps = steps_per_epoch * epochs
     names = [] if cfg.candidates == "none" else candidate_names(grayscale, cfg.candidates)
-    select_epoch = int(round(cfg.select_at * cfg.epochs)) if names else -1
+    select_epoch = int(round(cfg.select_at * epochs)) if names else -1
 
     g_init = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):  # weight init draws from the global generator: fork it
@@ -205,8 +219,8 @@ def train_moco(images: torch.Tensor | np.ndarray | PixelSource, cfg: MocoConfig,
 
     model.train()
     show = progress and info.is_main
-    bar = tqdm(range(start, cfg.epochs), desc="MoCo", unit="epoch", disable=not show, initial=start,
-               total=cfg.epochs)
+    bar = tqdm(range(start, epochs), desc="MoCo", unit="epoch", disable=not show, initial=start,
+               total=epochs)
     for epoch in bar:
         if epoch == select_epoch and log["augmentation"] is None:
             losses = candidate_losses(model, src, names, seed=seed + 3, batch=batch, device=dev,

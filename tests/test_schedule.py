@@ -1,0 +1,94 @@
+"""MoCo schedule: ``min_steps`` lengthens training on small pools and leaves large pools alone."""
+import dataclasses
+
+import numpy as np
+
+import pytest
+
+from coldseg.data.pool import load_pool
+from coldseg.features.train import MocoConfig, moco_epochs, moco_steps, train_moco
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest
+
+
+@pytest.mark.parametrize("n,batch,epochs,min_steps,want_epochs,want_steps", [
+    (1000, 128, 30, 0, 30, 7 * 30),         # no minimum: the epochs as given
+    (1000, 128, 30, 1000, 143, 7 * 143),    # 7 steps per epoch: ceil(1000 / 7) epochs
+    (100_000, 128, 30, 1000, 30, 781 * 30), # a large pool already trains more than the minimum
+    (50, 128, 2, 10, 10, 10),               # pool below one batch: one step (the whole pool) per epoch
+    (256, 128, 3, 6, 3, 6),                 # exactly the minimum
+])
+def test_epochs_and_steps(n, batch, epochs, min_steps, want_epochs, want_steps):
+    cfg = MocoConfig(batch_size=batch, epochs=epochs, min_steps=min_steps)
+    assert moco_epochs(cfg, n) == want_epochs
+    assert moco_steps(cfg, n) == want_steps
+    assert moco_steps(cfg, n) >= min_steps
+
+
+def test_training_runs_the_minimum_number_of_steps(pool_dir, tiny_moco):
+    images = load_pool(pool_dir, tiny_moco.image_size, progress=False).images[:16]   # 2 steps per epoch
+    cfg = dataclasses.replace(tiny_moco, epochs=1, min_steps=5)
+    _, log = train_moco(images, cfg, seed=0, progress=False)
+    assert len(log["loss"]) == moco_epochs(cfg, 16) == 3
+    assert log["augmentation"]["chosen_after_epoch"] == 2   # select_at 0.5 of the 3 epochs, rounded
+
+
+def test_benchmark_schedule_flags_reach_moco_and_settings(tmp_path, monkeypatch):
+    import argparse
+
+    import coldseg.features.embed
+    from coldseg.bench.cli import add_benchmark_parser, config_from_args
+    from coldseg.bench.sweep import settings_of, _features_fn
+
+    ap = argparse.ArgumentParser()
+    add_benchmark_parser(ap.add_subparsers())
+    args = ap.parse_args(["benchmark", str(tmp_path), "--out", str(tmp_path / "o"), "--strategies", "random",
+                          "--ssl-batch-size", "32", "--ssl-min-steps", "700", "--image-size", "32"])
+    cfg = config_from_args(args)
+    assert "--ssl-batch-size 32 --ssl-min-steps 700" in cfg.command
+    seen = {}
+
+    def fake_compute(images, *, settings, **kw):
+        seen["cfg"] = settings
+        return np.zeros((len(images), 4), np.float32), {}
+
+    monkeypatch.setattr(coldseg.features.embed, "compute_features", fake_compute)
+    _features_fn(cfg, tmp_path / "o")(np.zeros((3, 3, 32, 32), np.uint8), 0)
+    assert (seen["cfg"].batch_size, seen["cfg"].min_steps, seen["cfg"].image_size) == (32, 700, 32)
+
+    class Pairs:  # what settings_of reads of the pairs
+        ids, n_classes = ["a"], 2
+
+        def __len__(self):
+            return 1
+
+    from coldseg.segment.train import SegConfig
+    s = settings_of(cfg, SegConfig(), Pairs())
+    assert (s["ssl_batch_size"], s["ssl_min_steps"]) == (32, 700)
+    plain = config_from_args(ap.parse_args(["benchmark", str(tmp_path), "--out", str(tmp_path / "o"),
+                                            "--strategies", "random"]))
+    assert "ssl_batch_size" not in settings_of(plain, SegConfig(), Pairs())   # old folders still match
+
+
+@pytest.mark.parametrize("flag", [["--ssl-batch-size", "1"], ["--ssl-min-steps", "-1"]])
+def test_bad_benchmark_schedule_flags_are_named(tmp_path, flag):
+    import argparse
+
+    from coldseg.bench.cli import add_benchmark_parser, config_from_args
+
+    ap = argparse.ArgumentParser()
+    add_benchmark_parser(ap.add_subparsers())
+    with pytest.raises(ValueError, match=flag[0]):
+        config_from_args(ap.parse_args(["benchmark", str(tmp_path), "--out", str(tmp_path / "o"),
+                                        "--strategies", "random", *flag]))
+
+
+def test_select_min_steps_flag(pool_dir, tmp_path, cli):
+    from coldseg.cli import _moco, build_parser
+
+    args = build_parser().parse_args(["select", str(pool_dir), "--budget", "2", "--out", str(tmp_path / "o"),
+                                      "--min-steps", "500"])
+    assert _moco(args).min_steps == 500
+    code, _, err = cli("select", pool_dir, "--budget", "2", "--out", tmp_path / "o", "--min-steps", "-3")
+    assert code != 0 and "--min-steps -3 must be 0 or more" in err
+    assert not (tmp_path / "o").exists()
