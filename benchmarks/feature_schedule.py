@@ -2,7 +2,7 @@
 
 Trains MoCo on every image of a folder once per ``--settings`` entry and prints one JSON line each:
 the settings, SGD steps, seconds, final loss, the chance loss ln(K+1) and the feature check of
-:mod:`coldseg.features.quality`. No label is read, so a schedule may be chosen on any pool.
+:mod:`coldseg.features.quality` (with the same network untrained as reference). No label is read, so a schedule may be chosen on any pool.
 
     python benchmarks/feature_schedule.py ../shared/data/kvasir_seg/images --image-size 64 \\
         --settings 'batch_size=128,epochs=50;batch_size=32,epochs=50' --seed 0
@@ -23,8 +23,7 @@ import torch
 
 from coldseg.data.pool import load_pool
 from coldseg.features.embed import compute_features
-from coldseg.features.quality import view_consistency
-from coldseg.features.train import MocoConfig, build_model, moco_steps
+from coldseg.features.train import MocoConfig, moco_steps
 
 
 def _parse(entry: str, image_size: int) -> MocoConfig:
@@ -42,19 +41,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("images_dir")
     ap.add_argument("--image-size", type=int, default=64)
-    ap.add_argument("--settings", default="", help="';'-separated entries of comma-separated field=value")
+    ap.add_argument("--settings", required=True, help="';'-separated entries of comma-separated field=value")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default=None)
-    ap.add_argument("--untrained", action="store_true", help="first print the check of the untrained encoder")
     a = ap.parse_args()
     pool = load_pool(a.images_dir, a.image_size, progress=False)
-    if a.untrained:   # the reference a trained encoder must beat: the same network at its initialisation
-        cfg = MocoConfig(image_size=a.image_size)
-        model = build_model(cfg, len(pool.images), torch.Generator().manual_seed(a.seed))
-        check = view_consistency(model, pool.images, seed=a.seed, layer=cfg.feature_layer, augment=cfg.augment,
-                                 device=torch.device("cpu"))
-        print(json.dumps({"settings": "untrained", "n": len(pool.images), "steps": 0, "feature_check": check,
-                          "seed": a.seed}), flush=True)
     for entry in filter(None, a.settings.split(";")):
         cfg = _parse(entry, a.image_size)
         n = len(pool.images)

@@ -1,4 +1,7 @@
 """The label-free feature check: exact values on models whose answer is known."""
+import dataclasses
+import warnings
+
 import numpy as np
 import torch
 
@@ -65,8 +68,33 @@ def test_select_manifest_carries_the_check(pool_dir, tiny_moco, tmp_path, one_to
 
     import coldseg
 
-    coldseg.select(pool_dir, 3, out=tmp_path / "o", moco=tiny_moco, progress=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        coldseg.select(pool_dir, 3, out=tmp_path / "o", moco=tiny_moco, progress=False)
     fc = json.loads((tmp_path / "o" / "manifest.json").read_text())["features"]["feature_check"]
     assert fc["n_images"] == 24 and 0 <= fc["view_top1"] <= 1 and 0 <= fc["knn_overlap"] <= 1
+    ref = fc["untrained"]
+    assert fc["beats_untrained"] == (fc["view_top1"] > ref["view_top1"] and fc["knn_overlap"] > ref["knn_overlap"])
+    # a 2-epoch model that has not beaten its own initialisation says so, once
+    said = [w for w in caught if "no more augmentation-consistent than the untrained" in str(w.message)]
+    assert len(said) == (0 if fc["beats_untrained"] else 1)
     html = (tmp_path / "o" / "report.html").read_text()
     assert "feature check (label-free)" in html and f"{100 * fc['view_top1']:.1f} %" in html
+    assert ("NOT better than the untrained" in html) == (not fc["beats_untrained"])
+
+
+def test_untrained_reference_is_the_training_start(tiny_moco):
+    """feature_check's reference network is exactly the one train_moco starts from."""
+    from coldseg.features.train import initial_model, train_moco
+
+    images = np.random.default_rng(0).integers(0, 256, (16, 3, 32, 32), dtype=np.uint8)
+    a = initial_model(tiny_moco, 16, seed=4)
+    # lr 0: SGD leaves the query weights where training started them (BN running statistics move, and
+    # the key encoder's momentum update m·k + (1-m)·q rounds in the last bit)
+    model, _ = train_moco(images, dataclasses.replace(tiny_moco, epochs=1, lr=0.0, candidates="none"), seed=4,
+                          progress=False)
+    pa, pb = dict(a.encoder_q.named_parameters()), dict(model.encoder_q.named_parameters())
+    assert pa.keys() == pb.keys()
+    assert all(torch.equal(pa[k], pb[k]) for k in pa)
+    other = dict(initial_model(tiny_moco, 16, seed=5).encoder_q.named_parameters())
+    assert not all(torch.equal(pa[k], other[k]) for k in pa)

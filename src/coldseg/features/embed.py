@@ -139,10 +139,9 @@ def compute_features(images: np.ndarray, *, seed: int = 0, settings: MocoConfig 
     feats = embed_images(model, src, layer=cfg.feature_layer, device=dev, dist=dist)
     result = {"log": log, "grayscale": grayscale}
     if info.is_main:   # label-free: do augmented views stay neighbours? (coldseg.features.quality)
-        from coldseg.features.quality import view_consistency
+        from coldseg.features.quality import feature_check
 
-        result["feature_check"] = view_consistency(model, images, seed=seed, layer=cfg.feature_layer,
-                                                   augment=cfg.augment, device=dev)
+        result["feature_check"] = feature_check(model, images, cfg, seed=seed, device=dev)
     if use_cache and info.is_main:
         atomic_write(feats_path, lambda tmp: np.save(tmp, feats), suffix=".npy")
         if ids is not None:

@@ -75,6 +75,14 @@ def build_model(cfg: MocoConfig, n: int, gen: torch.Generator) -> MoCo:
                 generator=gen)
 
 
+def initial_model(cfg: MocoConfig, n: int, seed: int) -> MoCo:
+    """The MoCo model as training with ``seed`` starts it (on the CPU); the global generator is untouched."""
+    g_init = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):  # weight init draws from the global generator: fork it
+        torch.manual_seed(seed)
+        return build_model(cfg, n, g_init)
+
+
 def moco_epochs(cfg: MocoConfig, n: int) -> int:
     """Epochs trained on a pool of ``n`` images: ``cfg.epochs``, or more when a pool so small that
     ``epochs`` would take fewer than ``cfg.min_steps`` SGD steps (one step = one batch)."""
@@ -188,10 +196,7 @@ def train_moco(images: torch.Tensor | np.ndarray | PixelSource, cfg: MocoConfig,
     names = [] if cfg.candidates == "none" else candidate_names(grayscale, cfg.candidates)
     select_epoch = int(round(cfg.select_at * epochs)) if names else -1
 
-    g_init = torch.Generator().manual_seed(seed)
-    with torch.random.fork_rng(devices=[]):  # weight init draws from the global generator: fork it
-        torch.manual_seed(seed)
-        model = build_model(cfg, n, g_init).to(dev)
+    model = initial_model(cfg, n, seed).to(dev)
     if dev.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.encoder_q.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)

@@ -220,7 +220,7 @@ def _summary(m: dict, info: dict, n_ids: int, n_picks: int) -> str:
                          f"augmented view finds its twin {100 * check['view_top1']:.1f} % of the time "
                          f"(chance {100 * check.get('chance_top1', 0):.1f} %); "
                          f"{100 * check.get('knn_overlap', 0):.1f} % of 10-NN survive augmentation "
-                         f"(chance {100 * check.get('chance_knn_overlap', 0):.1f} %)"))
+                         f"(chance {100 * check.get('chance_knn_overlap', 0):.1f} %)" + _untrained(check)))
     if v["device"] is not None:
         rows.append(_row("device", v["device"]))
     timings = v["timings"]
@@ -246,6 +246,15 @@ def _summary(m: dict, info: dict, n_ids: int, n_picks: int) -> str:
 
 
 _WIN = ' class="win"'
+
+
+def _untrained(check: dict) -> str:
+    ref = check.get("untrained")
+    if not isinstance(ref, dict) or not (_is_num(ref.get("view_top1")) and _is_num(ref.get("knn_overlap"))):
+        return ""
+    verdict = "better than" if check.get("beats_untrained") else "NOT better than"
+    return (f"; {verdict} the untrained network ({100 * ref['view_top1']:.1f} % and "
+            f"{100 * ref['knn_overlap']:.1f} %)")
 
 
 def _is_num(v: Any) -> bool:
