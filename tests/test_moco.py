@@ -110,3 +110,30 @@ def test_grayscale_pools_drop_colour_candidates():
     assert "color" not in candidate_names(True) and "color" in candidate_names(False)
     with pytest.raises(ValueError, match="unknown augmentation"):
         candidate_names(False, "crop,sparkle")
+
+
+def test_own_image_keys_in_the_queue_are_not_negatives():
+    g = torch.Generator().manual_seed(0)
+    q = F.normalize(torch.randn(4, 8, generator=g), dim=1)
+    k = F.normalize(torch.randn(4, 8, generator=g), dim=1)
+    queue = F.normalize(torch.randn(6, 8, generator=g), dim=1)
+    ids = torch.tensor([10, 11, 12, 13])
+    queue_ids = torch.tensor([11, -1, 20, 13, 11, 21])
+    masked = info_nce(q, k, queue, 0.2, ids=ids, queue_ids=queue_ids)
+    # direct: each query against the queue without its own image's rows
+    want = []
+    for i in range(4):
+        keep = queue[queue_ids != ids[i]]
+        logits = torch.cat([(q[i] * k[i]).sum().view(1), keep @ q[i]]) / 0.2
+        want.append(torch.logsumexp(logits, 0) - logits[0])
+    assert torch.allclose(masked, torch.stack(want).mean(), atol=1e-6)
+    assert torch.allclose(info_nce(q, k, queue, 0.2), info_nce(q, k, queue, 0.2, ids=ids + 100, queue_ids=queue_ids))
+
+
+def test_queue_remembers_the_rows_of_its_keys():
+    model = MoCo(resnet18(width=4), dim=4, K=5, generator=torch.Generator().manual_seed(0))
+    model._enqueue(F.normalize(torch.randn(3, 4), dim=1), torch.tensor([7, 8, 9]))
+    model._enqueue(F.normalize(torch.randn(3, 4), dim=1), torch.tensor([1, 2, 3]))
+    assert model.queue_ids.tolist() == [3, 8, 9, 1, 2]      # wrapped: 7 was replaced by 3
+    model._enqueue(F.normalize(torch.randn(1, 4), dim=1))     # keys without rows never match
+    assert model.queue_ids.tolist() == [3, -1, 9, 1, 2]

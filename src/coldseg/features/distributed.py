@@ -229,12 +229,14 @@ def key_positions(perm: torch.Tensor, info: DistInfo) -> torch.Tensor:
 
 
 def moco_step(model: MoCo, ddp_q: nn.Module, im_q: torch.Tensor, im_k: torch.Tensor, perm: torch.Tensor,
-              info: DistInfo) -> torch.Tensor:
+              info: DistInfo, ids: torch.Tensor | None = None) -> torch.Tensor:
     """MoCo loss of rank r's queries; updates f_k and the (identical) queue on every rank.
 
     im_q: (b, 3, H, W) views of global positions r·b … (r+1)·b − 1.
     im_k: (b, 3, H, W) views of global positions ``key_positions(perm)``.
     perm: (B,) the shared key permutation, B = W·b.
+    ids:  (B,) pool rows of global positions 0 … B − 1 (the same on every rank), for the queue's own-image
+          mask (see :class:`MoCo`).
     """
     b = im_q.shape[0]
     q = F.normalize(ddp_q(im_q).float(), dim=1)                              # (b, dim)
@@ -244,6 +246,8 @@ def moco_step(model: MoCo, ddp_q: nn.Module, im_q: torch.Tensor, im_k: torch.Ten
         k_perm = all_gather_cat(k)                                           # (B, dim): row j = position perm[j]
         k_all = torch.empty_like(k_perm)
         k_all[perm] = k_perm                                                 # (B, dim): row i = position i
-    loss = info_nce(q, k_all[info.rank * b : (info.rank + 1) * b], model.queue.clone().detach(), model.T)
-    model._enqueue(k_all)
+    mine = slice(info.rank * b, (info.rank + 1) * b)
+    loss = info_nce(q, k_all[mine], model.queue.clone().detach(), model.T,
+                    ids=None if ids is None else ids[mine], queue_ids=model.queue_ids.clone())
+    model._enqueue(k_all, ids)
     return loss

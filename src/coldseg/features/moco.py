@@ -33,14 +33,19 @@ def update_momentum(model: nn.Module, ema: nn.Module, m: float) -> None:
         be.copy_(b)
 
 
-def info_nce(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, T: float) -> torch.Tensor:
+def info_nce(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, T: float, *,
+             ids: torch.Tensor | None = None, queue_ids: torch.Tensor | None = None) -> torch.Tensor:
     """InfoNCE of eq. 6: mean over the batch of -log( exp(q·k+/T) / (exp(q·k+/T) + Σ_j exp(q·n_j/T)) ).
 
     q, k:   (B, D) L2-normalised queries and their positive keys.
     queue:  (K, D) L2-normalised negatives.
+    ids, queue_ids: (B,) and (K,) pool rows of the queries and of the queued keys; when given, a queued
+            key of the query's own image is left out of its negatives (see :class:`MoCo`).
     """
     l_pos = (q * k).sum(dim=1, keepdim=True)          # (B, 1)
     l_neg = q @ queue.T                               # (B, K)
+    if ids is not None and queue_ids is not None:
+        l_neg = l_neg.masked_fill(ids[:, None] == queue_ids[None, :], float("-inf"))
     logits = torch.cat([l_pos, l_neg], dim=1) / T     # (B, 1 + K)
     labels = torch.zeros(q.shape[0], dtype=torch.long, device=q.device)
     return F.cross_entropy(logits.float(), labels)
@@ -58,6 +63,12 @@ class MoCo(nn.Module):
     """Query encoder f_q = head ∘ backbone, momentum key encoder f_k, queue of K negatives.
 
     backbone: (B, 3, H, W) -> (B, C) module with an ``out_dim`` attribute.
+
+    The queue also remembers which pool row each key came from (``queue_ids``, -1 when empty). On
+    ImageNet a query's own image is almost never among K = 65536 queued keys; on a pool of a few
+    hundred images it often is (K is capped at half the pool, and the previous epoch's keys are still
+    queued), and then its own older view counts as a negative. Passing ``ids`` masks those entries, so
+    small pools train as the method assumes; without ``ids`` nothing is masked.
     """
 
     def __init__(self, backbone: nn.Module, dim: int = 128, K: int = 4096, m: float = 0.99, T: float = 0.2,
@@ -71,20 +82,26 @@ class MoCo(nn.Module):
         queue = F.normalize(torch.randn(K, dim, generator=generator), dim=1)
         self.register_buffer("queue", queue)                          # (K, dim)
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
+        self.register_buffer("queue_ids", torch.full((K,), -1, dtype=torch.long))   # (K,) pool rows
 
     @torch.no_grad()
-    def _enqueue(self, k: torch.Tensor) -> None:
-        """Replace the oldest keys by ``k`` (B, dim); wraps around, so K need not divide by B."""
+    def _enqueue(self, k: torch.Tensor, ids: torch.Tensor | None = None) -> None:
+        """Replace the oldest keys by ``k`` (B, dim) of pool rows ``ids`` (B,); wraps around, so K need
+        not divide by B."""
         B = k.shape[0]
         pos = (self.queue_ptr + torch.arange(B, device=k.device)) % self.K
         self.queue[pos] = k.to(self.queue.dtype)
+        self.queue_ids[pos] = -1 if ids is None else ids.to(self.queue_ids.device)
         self.queue_ptr.copy_((self.queue_ptr + B) % self.K)
 
     def _split_encode(self, encoder: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return split_encode(encoder, x, self.bn_splits)
 
-    def forward(self, im_q: torch.Tensor, im_k: torch.Tensor, *, shuffle: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, im_q: torch.Tensor, im_k: torch.Tensor, *, shuffle: torch.Tensor | None = None,
+                ids: torch.Tensor | None = None) -> torch.Tensor:
         """Loss for one batch of view pairs (B, 3, H, W) each; updates f_k and the queue.
+
+        ids: (B,) pool rows of the images, to keep a query's own queued keys out of its negatives.
 
         shuffle: (B,) permutation of the key batch before f_k, undone after. With ``bn_splits`` > 1 this
         is MoCo's shuffle-BN on one device: queries and keys are normalised over different sub-batches,
@@ -99,17 +116,21 @@ class MoCo(nn.Module):
             else:
                 k = self._split_encode(self.encoder_k, im_k)
             k = F.normalize(k.float(), dim=1)                        # (B, dim)
-        loss = info_nce(q, k, self.queue.clone().detach(), self.T)
-        self._enqueue(k)
+        loss = info_nce(q, k, self.queue.clone().detach(), self.T, ids=ids, queue_ids=self.queue_ids.clone())
+        self._enqueue(k, ids)
         return loss
 
     @torch.no_grad()
-    def loss_without_update(self, im_q: torch.Tensor, im_k: torch.Tensor) -> torch.Tensor:
+    def loss_without_update(self, im_q: torch.Tensor, im_k: torch.Tensor,
+                            ids: torch.Tensor | None = None) -> torch.Tensor:
         """Per-sample InfoNCE (B,) against the current queue, changing nothing (for eq. 7)."""
         q = F.normalize(self.encoder_q(im_q).float(), dim=1)
         k = F.normalize(self.encoder_k(im_k).float(), dim=1)
         l_pos = (q * k).sum(1, keepdim=True)
-        logits = torch.cat([l_pos, q @ self.queue.T], 1) / self.T
+        l_neg = q @ self.queue.T
+        if ids is not None:
+            l_neg = l_neg.masked_fill(ids.to(q.device)[:, None] == self.queue_ids[None, :], float("-inf"))
+        logits = torch.cat([l_pos, l_neg], 1) / self.T
         return torch.logsumexp(logits, 1) - logits[:, 0]
 
     @torch.no_grad()

@@ -122,12 +122,12 @@ def candidate_losses(model: MoCo, images: PixelSource | torch.Tensor | np.ndarra
         gen = torch.Generator(device=device).manual_seed(seed + 1)
         t = CANDIDATES[name]
         total = torch.zeros((), device=device)
-        for xb in xs:
+        for ib, xb in zip(sub.split(batch), xs):
             x = xb.to(device).float().div_(255)
             v1 = normalize(t(weak_view(x, gen), gen))
             v2 = normalize(t(weak_view(x, gen), gen))
             with _autocast(device):
-                total += model.loss_without_update(_cl(v1, device), _cl(v2, device)).sum()
+                total += model.loss_without_update(_cl(v1, device), _cl(v2, device), ids=ib).sum()
         out[name] = float(total) / len(sub)
     model.train()
     return out
@@ -243,6 +243,7 @@ def train_moco(images: torch.Tensor | np.ndarray | PixelSource, cfg: MocoConfig,
         run_loss = torch.zeros((), device=dev)
         for s, xb in enumerate(src.batches(rows)):
             step = epoch * steps_per_epoch + s
+            ids = order[s * batch : (s + 1) * batch]        # (B,) pool rows of this global batch
             for grp in opt.param_groups:
                 grp["lr"] = _lr_at(cfg, step, total_steps, batch)
             x = xb.float().div_(255)
@@ -251,13 +252,13 @@ def train_moco(images: torch.Tensor | np.ndarray | PixelSource, cfg: MocoConfig,
                 im_k = _cl(normalize(base_view(x, g_aug, aug)), dev)
                 shuffle = torch.randperm(batch, generator=g_aug, device=dev)
                 with _autocast(dev):
-                    loss = model(im_q, im_k, shuffle=shuffle)
+                    loss = model(im_q, im_k, shuffle=shuffle, ids=ids)
             else:
                 b = batch // W
                 im_q = _cl(normalize(base_view(x[:b], g_aug, aug)), dev)
                 im_k = _cl(normalize(base_view(x[b:], g_aug, aug)), dev)
                 with _autocast(dev):
-                    loss = moco_step(model, ddp_q, im_q, im_k, perms[s], info)
+                    loss = moco_step(model, ddp_q, im_q, im_k, perms[s], info, ids=ids)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
