@@ -19,7 +19,7 @@ manifest (``features.feature_check``), so an undertrained encoder shows up befor
 Chance is a low bar: a randomly initialised ResNet already retrieves views well above it, from colour
 and layout alone (kvasir_seg at 64 px: untrained view_top1 0.051 against chance 0.002). So
 :func:`feature_check` also scores the same network at its initialisation (``untrained``) and warns when
-training did not beat it: the encoder has not learnt yet and selection would run on noise-dominated
+training did not make neighbourhoods more stable than that: the encoder has not learnt yet and selection would run on noise-dominated
 features (train longer: ``--min-steps``, ``--epochs``).
 """
 from __future__ import annotations
@@ -76,8 +76,11 @@ def view_consistency(model: Any, images: np.ndarray | torch.Tensor, *, seed: int
 def feature_check(model: Any, images: np.ndarray | torch.Tensor, cfg: Any, *, seed: int,
                   device: torch.device | None = None) -> dict[str, Any]:
     """:func:`view_consistency` of the trained ``model`` and, under ``untrained``, of the same network at
-    its initialisation (:func:`coldseg.features.train.initial_model`); ``beats_untrained`` says whether
-    training improved both scores. Warns when it did not."""
+    its initialisation (:func:`coldseg.features.train.initial_model`). ``beats_untrained`` says whether
+    training made neighbourhoods more stable (``knn_overlap``), the property clustering and distance-based
+    selection rely on; warns when it did not. ``view_top1`` is reported beside it but not judged: an
+    untrained network keeps colour and layout, which already retrieve a view's twin well, and a trained
+    one can score lower there while its neighbourhoods are better."""
     from coldseg.features.train import initial_model
 
     dev = device or next(model.parameters()).device
@@ -88,11 +91,10 @@ def feature_check(model: Any, images: np.ndarray | torch.Tensor, cfg: Any, *, se
     start = initial_model(cfg, len(images), seed).to(dev)
     ref = view_consistency(start, images, **kw)
     check["untrained"] = {"view_top1": ref["view_top1"], "knn_overlap": ref["knn_overlap"]}
-    check["beats_untrained"] = bool(check["view_top1"] > ref["view_top1"] and
-                                    check["knn_overlap"] > ref["knn_overlap"])
+    check["beats_untrained"] = bool(check["knn_overlap"] > ref["knn_overlap"])
     if not check["beats_untrained"]:
-        warnings.warn(f"the trained features are no more augmentation-consistent than the untrained network's "
-                      f"(view_top1 {check['view_top1']:.3f} vs {ref['view_top1']:.3f}, knn_overlap "
-                      f"{check['knn_overlap']:.3f} vs {ref['knn_overlap']:.3f}): MoCo has not learnt yet, so the "
-                      "selection rests on weak features; train longer (--min-steps, --epochs)", stacklevel=2)
+        warnings.warn(f"the trained features' neighbourhoods survive augmentation no better than the untrained "
+                      f"network's (knn_overlap {check['knn_overlap']:.3f} vs {ref['knn_overlap']:.3f}): MoCo has "
+                      "not learnt yet, so the selection rests on weak features; train longer (--min-steps, "
+                      "--epochs)", stacklevel=2)
     return check

@@ -252,9 +252,9 @@ def _untrained(check: dict) -> str:
     ref = check.get("untrained")
     if not isinstance(ref, dict) or not (_is_num(ref.get("view_top1")) and _is_num(ref.get("knn_overlap"))):
         return ""
-    verdict = "better than" if check.get("beats_untrained") else "NOT better than"
-    return (f"; {verdict} the untrained network ({100 * ref['view_top1']:.1f} % and "
-            f"{100 * ref['knn_overlap']:.1f} %)")
+    verdict = "more stable than" if check.get("beats_untrained") else "NOT more stable than"
+    return (f"; neighbourhoods {verdict} the untrained network's (which scores {100 * ref['view_top1']:.1f} % "
+            f"and {100 * ref['knn_overlap']:.1f} %)")
 
 
 def _is_num(v: Any) -> bool:
