@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/coldseg select examples/dubai_sample/images --budget 10% --image-size 64 --epochs 20 --out $(DEMO_OUT)
+	$(BIN)/coldseg select examples/dubai_sample/images --budget 10% --image-size 64 --epochs 20 --min-steps 600 --out $(DEMO_OUT)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -6,12 +6,13 @@
 #   4. the benchmark sweep on DATA (resumable: rerun with the same BENCH_DIR to continue)
 # Results are packed into at most 8 files under OUT.
 #   bash benchmarks/gpu_session.sh DATA_DIR OUT [SWEEP_SECONDS]
-# Tiny CPU rehearsal: SIZE=32 STEPS=5 EPOCHS=1 SSL_EPOCHS=1 DEVICE=cpu bash benchmarks/gpu_session.sh ...
+# Tiny CPU rehearsal: SIZE=32 STEPS=5 EPOCHS=1 SSL_EPOCHS=1 MIN_STEPS=0 DEVICE=cpu bash benchmarks/gpu_session.sh ...
 set -u
 DATA=$1; OUT=$2; SWEEP_S=${3:-400}
 export PYTHONPATH=$PWD/src:${PYTHONPATH:-}
 export PYTHONUNBUFFERED=1
 SIZE=${SIZE:-128}; STEPS=${STEPS:-1500}; EPOCHS=${EPOCHS:-30}; SSL=${SSL_EPOCHS:-60}
+MIN_STEPS=${MIN_STEPS:-3000}   # MoCo's default schedule: batch 32, at least 3000 SGD steps
 DEVICE=${DEVICE:-auto}; SEEDS=${SEEDS:-3}; RATIOS=${RATIOS:-5,10,20,30}
 STRATS=${STRATS:-random,ca,ca-typical,kcenter,kmedian,ra,typiclust,probcover,bayesian,coreset-iter}
 BENCH=${BENCH_DIR:-/tmp/bench_$(basename $DATA)}
@@ -38,7 +39,7 @@ if [[ ,$STAGES, == *,select,* ]]; then
   rm -rf /tmp/select_run
   start=$(date +%s.%N)
   python3 -m coldseg.cli select "$DATA/images" --budget 10% --image-size $SIZE --epochs $EPOCHS \
-    --batch-size 256 --device $DEVICE --out /tmp/select_run --cache-dir /tmp/coldseg-cache --quiet
+    --min-steps $MIN_STEPS --device $DEVICE --out /tmp/select_run --cache-dir /tmp/coldseg-cache --quiet
   echo "select rc=$? wall_s=$(python3 -c "print(round($(date +%s.%N)-$start,1))")" | tee "$OUT/select_time.txt"
   tar czf "$OUT/select_run.tgz" -C /tmp select_run 2>/dev/null
 fi
@@ -47,6 +48,7 @@ if [[ ,$STAGES, == *,sweep,* ]]; then
   start=$(date +%s.%N)
   timeout --signal=INT --kill-after=25 $SWEEP_S python3 -m coldseg.cli benchmark "$DATA" --strategies $STRATS \
     --ratios $RATIOS --seeds $SEEDS --out "$BENCH" --image-size $SIZE --steps $STEPS --ssl-epochs $SSL \
+    --ssl-min-steps $MIN_STEPS \
     --device $DEVICE --stack $STACK --quiet
   echo "sweep rc=$? wall_s=$(python3 -c "print(round($(date +%s.%N)-$start,1))")" | tee "$OUT/sweep_time.txt"
   python3 -m coldseg.cli report "$BENCH" >/dev/null 2>&1

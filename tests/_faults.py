@@ -256,7 +256,7 @@ def _child(argv: list[str]) -> int:
         def moco(args):  # conftest's tiny_moco, with the command line's size, epochs, batch, candidates
             return dataclasses.replace(MocoConfig(), image_size=args.image_size, epochs=args.epochs,
                                        batch_size=args.batch_size, width=int(o["--width"]), eval_images=32,
-                                       candidates=args.candidates)
+                                       candidates=args.candidates, min_steps=0)
 
         coldseg.cli._moco = moco
     _Faults(o.get("--kill-after"), o.get("--trace"))

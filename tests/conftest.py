@@ -92,8 +92,9 @@ def make_pool():
 
 @pytest.fixture
 def tiny_moco() -> MocoConfig:
-    """MoCo settings small enough for a 2-core CPU: 32 px, 2 epochs, width-8 ResNet-18."""
-    return MocoConfig(image_size=32, epochs=2, batch_size=8, width=8, eval_images=32, candidates=TINY_CANDIDATES)
+    """MoCo settings small enough for a 2-core CPU: 32 px, 2 epochs (no minimum step count), width-8 ResNet-18."""
+    return MocoConfig(image_size=32, epochs=2, batch_size=8, width=8, eval_images=32, candidates=TINY_CANDIDATES,
+                      min_steps=0)
 
 
 #: two eq. 7 candidates that apply to colour and grayscale pools alike (scoring all 8 costs seconds)

@@ -32,7 +32,7 @@ def _tiny_cfg(image_size: int = 32, epochs: int = EPOCHS, batch_size: int = BATC
     from coldseg.features.train import MocoConfig
 
     return MocoConfig(image_size=image_size, epochs=epochs, batch_size=batch_size, width=8, eval_images=32,
-                      candidates="crop,blur")
+                      candidates="crop,blur", min_steps=0)
 
 
 def _sha(tensors) -> str:
@@ -107,7 +107,7 @@ def launched(tmp_path_factory):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            __file__, str(work), str(pool),
            "select", str(pool), "--budget", str(BUDGET), "--out", str(out), "--image-size", "32",
-           "--epochs", str(EPOCHS), "--batch-size", str(BATCH), "--cache-dir", str(cache), "--quiet",
+           "--epochs", str(EPOCHS), "--min-steps", "0", "--batch-size", str(BATCH), "--cache-dir", str(cache), "--quiet",
            "--no-report"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "COLDSEG_CACHE_DIR": str(cache),
            "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}

@@ -409,7 +409,7 @@ def test_full_disk_mid_sweep_keeps_rows_and_the_rerun_completes(tmp_path, monkey
 
 
 # ================================================================== slow: MoCo, embedding, sweep
-MOCO = ["--image-size", "32", "--epochs", "4", "--batch-size", "8", "--candidates", "crop,blur", "--quiet"]
+MOCO = ["--image-size", "32", "--epochs", "4", "--min-steps", "0", "--batch-size", "8", "--candidates", "crop,blur", "--quiet"]
 
 
 def _checkpoint(cache: Path) -> bool:

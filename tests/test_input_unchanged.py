@@ -20,7 +20,7 @@ from conftest import write_pool
 pytestmark = [pytest.mark.usefixtures("one_torch_thread"),
               pytest.mark.filterwarnings("ignore::UserWarning")]  # links and frames are warned about
 
-TINY = ["--image-size", "32", "--epochs", "1", "--batch-size", "8", "--candidates", "crop,blur", "--quiet"]
+TINY = ["--image-size", "32", "--epochs", "1", "--min-steps", "0", "--batch-size", "8", "--candidates", "crop,blur", "--quiet"]
 
 
 #: readable, distinct images in awkward_pool: 9 + anim.gif + the CMYK jpeg + the rotated png + read-only.png

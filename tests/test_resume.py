@@ -66,7 +66,7 @@ def test_checkpoint_of_other_settings_or_seed_is_refused(images, tiny_moco, tmp_
 
 
 def _args(pool, out, cache, *extra):
-    return ("select", pool, "--budget", "6", "--out", out, "--image-size", "32", "--epochs", "2",
+    return ("select", pool, "--budget", "6", "--out", out, "--image-size", "32", "--epochs", "2", "--min-steps", "0",
             "--batch-size", "8", "--cache-dir", cache, "--quiet", "--no-report", *extra)
 
 

@@ -67,7 +67,24 @@ def test_benchmark_schedule_flags_reach_moco_and_settings(tmp_path, monkeypatch)
     assert (s["ssl_batch_size"], s["ssl_min_steps"]) == (32, 700)
     plain = config_from_args(ap.parse_args(["benchmark", str(tmp_path), "--out", str(tmp_path / "o"),
                                             "--strategies", "random"]))
-    assert "ssl_batch_size" not in settings_of(plain, SegConfig(), Pairs())   # old folders still match
+    d = MocoConfig()
+    s = settings_of(plain, SegConfig(), Pairs())
+    assert (s["ssl_batch_size"], s["ssl_min_steps"]) == (d.batch_size, d.min_steps)   # effective values
+    pixels = dataclasses.replace(plain, features="pixels")
+    assert "ssl_batch_size" not in settings_of(pixels, SegConfig(), Pairs())
+
+
+def test_folders_from_before_the_schedule_was_recorded(tmp_path):
+    """A folder whose settings lack the MoCo schedule was made with batch 128 and no minimum: resuming
+    it with those values works, with today's defaults it is refused by name."""
+    from coldseg.bench import results as R
+    from coldseg.bench.sweep import LEGACY_SSL_SCHEDULE
+
+    R.check_or_write_settings(tmp_path, {"image_size": 64})                     # an old folder
+    R.check_or_write_settings(tmp_path, {"image_size": 64, **LEGACY_SSL_SCHEDULE}, legacy=LEGACY_SSL_SCHEDULE)
+    with pytest.raises(R.SettingsMismatch, match="ssl_batch_size: folder has 128, this command gives 32"):
+        R.check_or_write_settings(tmp_path, {"image_size": 64, "ssl_batch_size": 32, "ssl_min_steps": 0},
+                                  legacy=LEGACY_SSL_SCHEDULE)
 
 
 @pytest.mark.parametrize("flag", [["--ssl-batch-size", "1"], ["--ssl-min-steps", "-1"]])

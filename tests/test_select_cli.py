@@ -212,7 +212,8 @@ def run(tmp_path_factory):
     base = tmp_path_factory.mktemp("run")
     pool = base / "pool"
     write_pool(pool, 24)
-    cfg = MocoConfig(image_size=32, epochs=2, batch_size=8, width=8, eval_images=32, candidates=TINY_CANDIDATES)
+    cfg = MocoConfig(image_size=32, epochs=2, batch_size=8, width=8, eval_images=32, candidates=TINY_CANDIDATES,
+                     min_steps=0)
     out = base / "out"
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as one_torch_thread does for the tests (a module fixture runs before it)
@@ -345,7 +346,7 @@ def test_new_budget_reuses_the_cache(run, tmp_path, monkeypatch):
 # --------------------------------------------------------------------------------------------------
 def test_embed_then_select_with_features_file(run, tmp_path, cli, tiny_cli, monkeypatch):
     fdir = tmp_path / "emb"
-    code, out, err = cli("embed", run["pool"], "--out", fdir, "--image-size", "32", "--epochs", "2",
+    code, out, err = cli("embed", run["pool"], "--out", fdir, "--image-size", "32", "--epochs", "2", "--min-steps", "0",
                          "--batch-size", "8", "--cache-dir", tmp_path / "cache", "--quiet")
     assert code == 0, err
     assert sorted(p.name for p in fdir.iterdir()) == ["feature_ids.txt", "features.npy", "manifest.json"]
@@ -461,7 +462,7 @@ def test_rerun_into_dir_of_an_older_run_replaces_exactly_its_files(tmp_path, mak
 def test_end_to_end_cli_on_a_tiny_synthetic_pool(pool_dir, tmp_path, cli):
     out = tmp_path / "picks"
     code, stdout, err = cli("select", pool_dir, "--budget", "25%", "--out", out, "--image-size", "32",
-                            "--epochs", "2", "--batch-size", "8", "--candidates", "crop,blur",
+                            "--epochs", "2", "--min-steps", "0", "--batch-size", "8", "--candidates", "crop,blur",
                             "--cache-dir", tmp_path / "cache", "--quiet")
     assert code == 0, err
     assert error_lines(err) == []

@@ -165,7 +165,8 @@ def labelstudio_tasks(ids: list[str], paths: list[Path], sel: Selection, url_pre
 
 def select(images_dir: str | Path, budget: int | str, *, out: str | Path | None = None,
            strategy: str = DEFAULT_STRATEGY, seed: int = 0, image_size: int = 128, epochs: int = 30,
-           batch_size: int = 128, features: str | Path | np.ndarray | None = None, resume: bool = False,
+           batch_size: int = 32, min_steps: int = 3000, features: str | Path | np.ndarray | None = None,
+           resume: bool = False,
            device: str | None = None, cache_dir: str | Path | None = None, report: bool = True,
            url_prefix: str | None = None, strategy_params: dict[str, Any] | None = None,
            moco: MocoConfig | None = None, progress: bool = True,
@@ -174,8 +175,8 @@ def select(images_dir: str | Path, budget: int | str, *, out: str | Path | None 
 
     budget: a number of images (50) or a percentage of the readable pool ("10%").
     features: a features file or (n, d) array to use instead of training MoCo.
-    moco: full MoCo settings; when given, its ``image_size``, ``epochs`` and ``batch_size`` are used
-    (the pool is read at ``moco.image_size``) and the three plain arguments are ignored.
+    moco: full MoCo settings; when given, its ``image_size``, ``epochs``, ``batch_size`` and ``min_steps``
+    are used (the pool is read at ``moco.image_size``) and the four plain arguments are ignored.
     loader: how pixels reach the encoder (whole pool on the device or streamed; speed and memory only).
     Raises ValueError (PoolError, FeaturesError) for bad input and OutputError when ``out`` cannot be
     written; in both cases nothing is left in ``out``.
@@ -186,8 +187,8 @@ def select(images_dir: str | Path, budget: int | str, *, out: str | Path | None 
     """
     with session(device) as (dinfo, dev):
         return _select(images_dir, budget, out=out, strategy=strategy, seed=seed, image_size=image_size,
-                       epochs=epochs, batch_size=batch_size, features=features, resume=resume,
-                       cache_dir=cache_dir, report=report, url_prefix=url_prefix,
+                       epochs=epochs, batch_size=batch_size, min_steps=min_steps, features=features,
+                       resume=resume, cache_dir=cache_dir, report=report, url_prefix=url_prefix,
                        strategy_params=strategy_params, moco=moco, progress=progress, loader=loader,
                        dinfo=dinfo, dev=dev)
 
@@ -202,7 +203,7 @@ def check_out_outside(images_dir: str | Path, out: str | Path | None) -> None:
                          "coldseg never writes into its input: choose a folder outside it")
 
 
-def _select(images_dir, budget, *, out, strategy, seed, image_size, epochs, batch_size, features, resume,
+def _select(images_dir, budget, *, out, strategy, seed, image_size, epochs, batch_size, min_steps, features, resume,
             cache_dir, report, url_prefix, strategy_params, moco, progress, loader, dinfo: DistInfo,
             dev) -> SelectResult | None:
     t_start = time.perf_counter()
@@ -219,7 +220,8 @@ def _select(images_dir, budget, *, out, strategy, seed, image_size, epochs, batc
                           decoded_cache=features is None)
         timings["read_images_s"] = time.perf_counter() - t
         m = parse_budget(budget, len(pool))
-        cfg = moco or MocoConfig(image_size=image_size, epochs=epochs, batch_size=batch_size)
+        cfg = moco or MocoConfig(image_size=image_size, epochs=epochs, batch_size=batch_size,
+                                 min_steps=min_steps)
         t = time.perf_counter()
         X, finfo = _features(pool, features, cfg, seed=seed, dev=dev, cache_dir=cache_dir, resume=resume,
                              progress=progress, loader=loader, dinfo=dinfo)
@@ -284,7 +286,7 @@ def _write_features(outdir: OutputDir, X: np.ndarray, ids: list[str]) -> None:
 
 
 def embed(images_dir: str | Path, out: str | Path, *, seed: int = 0, image_size: int = 128, epochs: int = 30,
-          batch_size: int = 128, resume: bool = False, device: str | None = None,
+          batch_size: int = 32, min_steps: int = 3000, resume: bool = False, device: str | None = None,
           cache_dir: str | Path | None = None, moco: MocoConfig | None = None,
           progress: bool = True, loader: LoaderConfig | None = None) -> np.ndarray | None:
     """Train MoCo on the pool and write only ``features.npy``, ``feature_ids.txt`` and ``manifest.json``.
@@ -300,7 +302,8 @@ def embed(images_dir: str | Path, out: str | Path, *, seed: int = 0, image_size:
         outdir = OutputDir(out) if dinfo.is_main else None
         try:
             pool = _load_pool(images_dir, image_size, cache_dir=cache_dir, progress=progress, dinfo=dinfo)
-            cfg = moco or MocoConfig(image_size=image_size, epochs=epochs, batch_size=batch_size)
+            cfg = moco or MocoConfig(image_size=image_size, epochs=epochs, batch_size=batch_size,
+                                     min_steps=min_steps)
             X, finfo = _features(pool, None, cfg, seed=seed, dev=dev, cache_dir=cache_dir, resume=resume,
                                  progress=progress, loader=loader, dinfo=dinfo)
             if outdir is None:

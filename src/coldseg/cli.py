@@ -15,9 +15,9 @@ def _common_training(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same result (default 0)")
     p.add_argument("--image-size", type=int, default=128, metavar="PX", help="working size in pixels (default 128)")
     p.add_argument("--epochs", type=int, default=30, metavar="E", help="MoCo training epochs (default 30)")
-    p.add_argument("--batch-size", type=int, default=128, metavar="B", help="MoCo batch size (default 128)")
+    p.add_argument("--batch-size", type=int, default=32, metavar="B", help="MoCo batch size (default 32)")
     p.add_argument("--min-steps", type=int, default=None, metavar="N",
-                   help="MoCo trains at least N SGD steps: small pools get more epochs (default: MoCo's)")
+                   help="MoCo trains at least N SGD steps: small pools get more epochs (default 3000)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted MoCo training from its checkpoint")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:i]")
     p.add_argument("--cache-dir", type=Path, default=None,

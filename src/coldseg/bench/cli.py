@@ -9,7 +9,7 @@ import argparse
 import shlex
 from pathlib import Path
 
-TINY = {"image_size": 32, "steps": 10, "ssl_epochs": 1, "batch_size": 8, "channels": "8,16,32"}
+TINY = {"image_size": 32, "steps": 10, "ssl_epochs": 1, "ssl_min_steps": 0, "batch_size": 8, "channels": "8,16,32"}
 
 
 def _floats(text: str) -> list[float]:
@@ -95,7 +95,7 @@ def config_from_args(args: argparse.Namespace):
         raise ValueError(f"--seeds {args.seeds} must be at least 1")
     if args.ssl_batch_size is not None and args.ssl_batch_size < 2:
         raise ValueError(f"--ssl-batch-size {args.ssl_batch_size} must be at least 2")
-    if args.ssl_min_steps is not None and args.ssl_min_steps < 0:
+    if pick("ssl_min_steps") is not None and pick("ssl_min_steps") < 0:
         raise ValueError(f"--ssl-min-steps {args.ssl_min_steps} must be 0 or more")
     seg_kw = {}
     for name, key in (("steps", "steps"), ("batch_size", "batch_size")):
@@ -112,7 +112,7 @@ def config_from_args(args: argparse.Namespace):
         seeds=list(range(args.seeds)), image_size=pick("image_size") or 128, seg=SegConfig(**seg_kw),
         test_fraction=args.test_fraction, split_seed=args.split_seed, multiclass=args.multiclass,
         evaluate_on=args.evaluate_on, masks_dir=args.masks_dir, rounds=args.rounds, features=args.features,
-        ssl_epochs=pick("ssl_epochs"), ssl_batch_size=args.ssl_batch_size, ssl_min_steps=args.ssl_min_steps,
+        ssl_epochs=pick("ssl_epochs"), ssl_batch_size=args.ssl_batch_size, ssl_min_steps=pick("ssl_min_steps"),
         include_full=not args.no_full, workers=args.workers, stack=args.stack, device=device,
         progress=not args.quiet,
         command=canonical_command(args))

@@ -225,9 +225,11 @@ def read_settings(out_dir: str | os.PathLike) -> dict[str, Any] | None:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def check_or_write_settings(out_dir: str | os.PathLike, settings: dict[str, Any]) -> None:
+def check_or_write_settings(out_dir: str | os.PathLike, settings: dict[str, Any],
+                            legacy: dict[str, Any] | None = None) -> None:
     """Record ``settings`` in a fresh folder, or demand that they equal the recorded ones.
 
+    legacy: top-level values a folder written before those settings were recorded was made with.
     Raises SettingsMismatch naming every differing setting and how to proceed.
     """
     out = Path(out_dir)
@@ -240,7 +242,7 @@ def check_or_write_settings(out_dir: str | os.PathLike, settings: dict[str, Any]
         atomic_write_text(out / SETTINGS, json.dumps({"settings": settings, "sessions": []}, indent=1,
                                                      sort_keys=True) + "\n")
         return
-    diffs = _diff(old.get("settings", {}), settings)
+    diffs = _diff({**(legacy or {}), **old.get("settings", {})}, settings)
     if diffs:
         lines = "; ".join(f"{k}: folder has {a!r}, this command gives {b!r}" for k, a, b in diffs)
         raise SettingsMismatch(f"{out} holds runs made with other settings ({lines}). Rerun with the "

@@ -144,10 +144,20 @@ def settings_of(cfg: BenchmarkConfig, seg: Any, pairs: Any) -> dict[str, Any]:
             "seg": {k: v for k, v in dataclasses.asdict(seg).items() if k not in _NOT_RESULTS}}
 
 
+#: MoCo schedule of folders written before it was recorded (MocoConfig's defaults until 2026-11-27)
+LEGACY_SSL_SCHEDULE = {"ssl_batch_size": 128, "ssl_min_steps": 0}
+
+
 def _ssl_schedule_setting(cfg: BenchmarkConfig) -> dict[str, int]:
-    # recorded only when set, so folders written before these options existed still match
-    return {k: int(v) for k, v in (("ssl_batch_size", cfg.ssl_batch_size), ("ssl_min_steps", cfg.ssl_min_steps))
-            if v is not None}
+    # the effective MoCo batch and minimum steps, so a change of MocoConfig's defaults cannot mix two
+    # feature trainings in one folder; folders that lack them were made with LEGACY_SSL_SCHEDULE
+    if cfg.features != "moco":
+        return {}
+    from coldseg.features.train import MocoConfig
+
+    d = MocoConfig()
+    return {"ssl_batch_size": int(d.batch_size if cfg.ssl_batch_size is None else cfg.ssl_batch_size),
+            "ssl_min_steps": int(d.min_steps if cfg.ssl_min_steps is None else cfg.ssl_min_steps)}
 
 
 def _evaluate_on_setting(cfg: BenchmarkConfig) -> dict[str, str]:
@@ -209,7 +219,8 @@ def run_benchmark(cfg: BenchmarkConfig, *, features_fn: FeaturesFn | None = None
     out.mkdir(parents=True, exist_ok=True)
     for folder in (out, out / "features"):   # temporaries of a killed earlier invocation
         remove_dead_temp_files(folder)
-    R.check_or_write_settings(out, settings_of(cfg, seg, pairs))
+    R.check_or_write_settings(out, settings_of(cfg, seg, pairs),
+                              legacy=LEGACY_SSL_SCHEDULE if cfg.features == "moco" else None)
     dataset = Path(cfg.data_dir).resolve().name
     runs, skipped = plan(cfg, kinds, len(pool_idx), dataset, R.done_keys(out))
     dev = resolve_device(cfg.device)

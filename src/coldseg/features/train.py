@@ -1,6 +1,10 @@
 """MoCo v2 training on the unlabeled pool, with the augmentation validation standard (eq. 7).
 
-Schedule: ``epochs`` epochs of SGD (momentum 0.9, cosine learning rate). After the first
+Schedule: ``epochs`` epochs of SGD (momentum 0.9, cosine learning rate), lengthened on small pools to at
+least ``min_steps`` SGD steps (:func:`moco_epochs`): what the encoder learns tracks the number of updates,
+not of epochs (kvasir_seg, 998 images at 64 px, the same 50 epochs: batch 128 = 350 steps left the loss
+at chance and the feature check's knn_overlap at 0.031; batch 32 = 1550 steps gave 0.113, and 3100
+steps 0.223; docs/results.md). After the first
 ``select_at`` fraction of them (phase 1, plain MoCo v2 views) the model scores every candidate
 augmentation t by its MoCo loss L(θ | t) (see :func:`candidate_losses`), keeps t* = argmax, and the
 remaining epochs (phase 2) append t* to the view pipeline with probability ``AugmentConfig.extra_p``.
@@ -43,8 +47,8 @@ class MocoConfig:
 
     image_size: int = 128
     epochs: int = 30
-    min_steps: int = 0           # train at least this many SGD steps: small pools get more epochs
-    batch_size: int = 128
+    min_steps: int = 3000        # train at least this many SGD steps: small pools get more epochs
+    batch_size: int = 32         # small: the queue supplies the negatives, and small pools need steps
     lr: float = 0.06             # for batch 256; scaled linearly with batch_size
     weight_decay: float = 5e-4
     dim: int = 128               # MoCo output dimension
