@@ -23,7 +23,7 @@ import torch
 
 from coldseg.data.pool import load_pool
 from coldseg.features.embed import compute_features
-from coldseg.features.train import MocoConfig, moco_steps
+from coldseg.features.train import MocoConfig, moco_steps, queue_size
 
 
 def _parse(entry: str, image_size: int) -> MocoConfig:
@@ -55,9 +55,8 @@ def main() -> None:
                                        progress=False)
             dt = time.perf_counter() - t
         log = info["log"]
-        K = int(max(min(cfg.batch_size, n), min(cfg.queue, n // 2)))
         print(json.dumps({"settings": entry, "n": n, "steps": moco_steps(cfg, n), "seconds": round(dt, 1),
-                          "final_loss": round(log["loss"][-1], 4), "chance_loss": round(math.log(K + 1), 4),
+                          "final_loss": round(log["loss"][-1], 4), "chance_loss": round(math.log(queue_size(cfg, n) + 1), 4),
                           "augmentation": (log.get("augmentation") or {}).get("winner"),
                           "feature_check": info.get("feature_check"), "seed": a.seed,
                           "machine": platform.processor() or platform.machine(),

@@ -1,5 +1,6 @@
 """MoCo schedule: ``min_steps`` lengthens training on small pools and leaves large pools alone."""
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 
@@ -109,3 +110,22 @@ def test_select_min_steps_flag(pool_dir, tmp_path, cli):
     code, _, err = cli("select", pool_dir, "--budget", "2", "--out", tmp_path / "o", "--min-steps", "-3")
     assert code != 0 and "--min-steps -3 must be 0 or more" in err
     assert not (tmp_path / "o").exists()
+
+
+def test_feature_schedule_benchmark_prints_one_line_per_setting(pool_dir, monkeypatch, capsys):
+    import json
+    import runpy
+    import sys
+
+    monkeypatch.setattr(sys, "argv", ["feature_schedule.py", str(pool_dir), "--image-size", "32", "--settings",
+                                      "width=8,batch_size=8,epochs=1,min_steps=0,candidates=none;"
+                                      "width=8,batch_size=8,epochs=1,min_steps=6,candidates=none"])
+    runpy.run_path(str(Path(__file__).parents[1] / "benchmarks" / "feature_schedule.py"), run_name="__main__")
+    rows = [json.loads(ln) for ln in capsys.readouterr().out.splitlines()]
+    n = rows[0]["n"]
+    assert [r["steps"] for r in rows] == [n // 8, moco_steps(MocoConfig(batch_size=8, epochs=1, min_steps=6), n)]
+    assert rows[1]["steps"] >= 6 > rows[0]["steps"]
+    for r in rows:
+        fc = r["feature_check"]
+        assert 0 <= fc["knn_overlap"] <= 1 and "untrained" in fc and isinstance(fc["beats_untrained"], bool)
+        assert r["chance_loss"] > 0

@@ -33,6 +33,16 @@ def update_momentum(model: nn.Module, ema: nn.Module, m: float) -> None:
         be.copy_(b)
 
 
+def negative_similarities(q: torch.Tensor, queue: torch.Tensor, ids: torch.Tensor | None = None,
+                          queue_ids: torch.Tensor | None = None) -> torch.Tensor:
+    """q (B, D) · queue (K, D)ᵀ -> (B, K), with -inf where a queued key comes from the query's own pool row
+    (when ``ids`` and ``queue_ids`` are given)."""
+    sim = q @ queue.T
+    if ids is None or queue_ids is None:
+        return sim
+    return sim.masked_fill(ids.to(sim.device)[:, None] == queue_ids.to(sim.device)[None, :], float("-inf"))
+
+
 def info_nce(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, T: float, *,
              ids: torch.Tensor | None = None, queue_ids: torch.Tensor | None = None) -> torch.Tensor:
     """InfoNCE of eq. 6: mean over the batch of -log( exp(q·k+/T) / (exp(q·k+/T) + Σ_j exp(q·n_j/T)) ).
@@ -43,9 +53,7 @@ def info_nce(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, T: float, *,
             key of the query's own image is left out of its negatives (see :class:`MoCo`).
     """
     l_pos = (q * k).sum(dim=1, keepdim=True)          # (B, 1)
-    l_neg = q @ queue.T                               # (B, K)
-    if ids is not None and queue_ids is not None:
-        l_neg = l_neg.masked_fill(ids[:, None] == queue_ids[None, :], float("-inf"))
+    l_neg = negative_similarities(q, queue, ids, queue_ids)   # (B, K)
     logits = torch.cat([l_pos, l_neg], dim=1) / T     # (B, 1 + K)
     labels = torch.zeros(q.shape[0], dtype=torch.long, device=q.device)
     return F.cross_entropy(logits.float(), labels)
@@ -127,10 +135,7 @@ class MoCo(nn.Module):
         q = F.normalize(self.encoder_q(im_q).float(), dim=1)
         k = F.normalize(self.encoder_k(im_k).float(), dim=1)
         l_pos = (q * k).sum(1, keepdim=True)
-        l_neg = q @ self.queue.T
-        if ids is not None:
-            l_neg = l_neg.masked_fill(ids.to(q.device)[:, None] == self.queue_ids[None, :], float("-inf"))
-        logits = torch.cat([l_pos, l_neg], 1) / self.T
+        logits = torch.cat([l_pos, negative_similarities(q, self.queue, ids, self.queue_ids)], 1) / self.T
         return torch.logsumexp(logits, 1) - logits[:, 0]
 
     @torch.no_grad()

@@ -1,10 +1,10 @@
 """MoCo v2 training on the unlabeled pool, with the augmentation validation standard (eq. 7).
 
 Schedule: ``epochs`` epochs of SGD (momentum 0.9, cosine learning rate), lengthened on small pools to at
-least ``min_steps`` SGD steps (:func:`moco_epochs`): what the encoder learns tracks the number of updates,
-not of epochs (kvasir_seg, 998 images at 64 px, the same 50 epochs: batch 128 = 350 steps left the loss
-at chance and the feature check's knn_overlap at 0.031; batch 32 = 1550 steps gave 0.113, and 3100
-steps 0.223; docs/results.md). After the first
+least ``min_steps`` SGD steps (:func:`moco_epochs`): what the encoder learns tracks the number of
+updates, not of epochs (kvasir_seg, 998 images at 64 px, the same 50 epochs, seed 0, one run each:
+batch 128 = 350 steps left the loss at chance and the feature check's knn_overlap at 0.031; batch 32 =
+1550 steps gave 0.113, and 3100 steps 0.223; docs/results.md). After the first
 ``select_at`` fraction of them (phase 1, plain MoCo v2 views) the model scores every candidate
 augmentation t by its MoCo loss L(θ | t) (see :func:`candidate_losses`), keeps t* = argmax, and the
 remaining epochs (phase 2) append t* to the view pipeline with probability ``AugmentConfig.extra_p``.
@@ -73,8 +73,13 @@ def pick_device(device: str | torch.device | None = None) -> torch.device:
     return torch.device(device)
 
 
+def queue_size(cfg: MocoConfig, n: int) -> int:
+    """K for a pool of ``n`` images: ``cfg.queue``, capped at half the pool, never below one batch."""
+    return int(max(cfg.batch_size, min(cfg.queue, n // 2)))
+
+
 def build_model(cfg: MocoConfig, n: int, gen: torch.Generator) -> MoCo:
-    K = int(max(cfg.batch_size, min(cfg.queue, n // 2)))
+    K = queue_size(cfg, n)
     return MoCo(resnet18(cfg.width), cfg.dim, K, cfg.momentum, cfg.temperature, bn_splits=cfg.bn_splits,
                 generator=gen)
 
@@ -87,16 +92,19 @@ def initial_model(cfg: MocoConfig, n: int, seed: int) -> MoCo:
         return build_model(cfg, n, g_init)
 
 
+def _steps_per_epoch(cfg: MocoConfig, n: int) -> int:
+    return n // min(cfg.batch_size, n)      # a pool below one batch is one step of the whole pool
+
+
 def moco_epochs(cfg: MocoConfig, n: int) -> int:
-    """Epochs trained on a pool of ``n`` images: ``cfg.epochs``, or more when a pool so small that
+    """Epochs trained on a pool of ``n`` (≥ 1) images: ``cfg.epochs``, or more when a pool so small that
     ``epochs`` would take fewer than ``cfg.min_steps`` SGD steps (one step = one batch)."""
-    per_epoch = max(1, n // min(cfg.batch_size, n))
-    return max(cfg.epochs, math.ceil(cfg.min_steps / per_epoch))
+    return max(cfg.epochs, math.ceil(cfg.min_steps / _steps_per_epoch(cfg, n)))
 
 
 def moco_steps(cfg: MocoConfig, n: int) -> int:
-    """SGD steps trained on a pool of ``n`` images."""
-    return max(1, n // min(cfg.batch_size, n)) * moco_epochs(cfg, n)
+    """SGD steps trained on a pool of ``n`` (≥ 1) images."""
+    return _steps_per_epoch(cfg, n) * moco_epochs(cfg, n)
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
@@ -194,7 +202,7 @@ def train_moco(images: torch.Tensor | np.ndarray | PixelSource, cfg: MocoConfig,
     if batch % W:
         raise ValueError(f"batch size {batch} does not split evenly over {W} processes; use a multiple of {W} "
                          f"(e.g. --batch-size {W * max(1, batch // W)})")
-    steps_per_epoch = n // batch
+    steps_per_epoch = _steps_per_epoch(cfg, n)
     epochs = moco_epochs(cfg, n)
     total_steps = steps_per_epoch * epochs
     names = [] if cfg.candidates == "none" else candidate_names(grayscale, cfg.candidates)
