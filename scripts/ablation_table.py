@@ -1,12 +1,16 @@
 """Print a markdown ablation table from a benchmark folder: each strategy's paired Dice difference to
 `random` (matched seeds) per ratio and averaged over ratios, mean and 95 % t-interval over seeds.
 
+A folder made with ``--feature-seeds F`` (seeds sharing an encoder are not independent) gets one more
+column: the mean over ratios averaged per encoder first, the interval then taken over the F encoders.
+
     python scripts/ablation_table.py docs/results/kvasir_seg_cpu64_validation [--ratios 5,10,20]
 """
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 from collections import defaultdict
 from pathlib import Path
 
@@ -34,8 +38,11 @@ def main() -> None:
             dice[r["strategy"]][(float(r["ratio"]), int(r["seed"]))] = float(r["dice"])
     rnd = dice["random"]
     seeds = sorted({s for (_, s) in rnd})
-    print("| strategy | " + " | ".join(f"{r:g}%" for r in ratios) + " | mean over ratios (per seed) |")
-    print("|---|" + "---|" * (len(ratios) + 1))
+    settings = args.folder / "settings.json"
+    encoders = json.loads(settings.read_text())["settings"].get("feature_seeds") if settings.exists() else None
+    extra = " mean over ratios (per encoder) |" if encoders else ""
+    print("| strategy | " + " | ".join(f"{r:g}%" for r in ratios) + " | mean over ratios (per seed) |" + extra)
+    print("|---|" + "---|" * (len(ratios) + 1 + bool(encoders)))
     for name in sorted(dice, key=lambda n: (n != "random", n)):
         if name in ("random", "full"):
             continue
@@ -43,11 +50,16 @@ def main() -> None:
         for r in ratios:
             d = np.array([dice[name][(r, s)] - rnd[(r, s)] for s in seeds if (r, s) in dice[name] and (r, s) in rnd])
             cells.append(interval(d) + f" n={len(d)}" if len(d) else "–")
-        per_seed = np.array([np.mean([dice[name][(r, s)] - rnd[(r, s)] for r in ratios])
-                             for s in seeds if all((r, s) in dice[name] and (r, s) in rnd for r in ratios)])
+        full = [s for s in seeds if all((r, s) in dice[name] and (r, s) in rnd for r in ratios)]
+        per_seed = np.array([np.mean([dice[name][(r, s)] - rnd[(r, s)] for r in ratios]) for s in full])
         cells.append(interval(per_seed) + f" n={len(per_seed)}" if len(per_seed) else "–")
+        if encoders:
+            groups = [[d for s, d in zip(full, per_seed) if s % encoders == e] for e in range(encoders)]
+            per_enc = np.array([np.mean(g) for g in groups if g])
+            cells.append(interval(per_enc) + f" n={len(per_enc)}" if len(per_enc) else "–")
         print(f"| `{name}` | " + " | ".join(cells) + " |")
-    print(f"\nDice points (×100) of strategy − random on matched seeds; [95 % t-interval over seeds].")
+    print("\nDice points (×100) of strategy − random on matched seeds; [95 % t-interval over seeds"
+          + (f"; last column over the {encoders} encoders, seed s using encoder s % {encoders}]." if encoders else "]."))
 
 
 if __name__ == "__main__":

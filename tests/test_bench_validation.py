@@ -60,3 +60,36 @@ def test_tiny_validation_sweep_with_a_spec(tmp_path):
     with pytest.raises(ValueError):
         run_benchmark(tiny_config(data, out, strategies=["random"], ratios=[50], seeds=[0],
                                   include_full=False), features_fn=fake_features)
+
+
+def test_feature_seeds_reuse_encoders_and_are_recorded(tmp_path):
+    """--feature-seeds F: F feature trainings only; seed s selects from encoder s % F, while the
+    selection, the random draw and the U-Net still follow s; the folder records F."""
+    from coldseg.bench.sweep import feature_seed, run_benchmark
+
+    assert [feature_seed(_cfg(feature_seeds=2), s) for s in range(5)] == [0, 1, 0, 1, 0]
+    assert [feature_seed(_cfg(), s) for s in range(3)] == [0, 1, 2]
+    data = write_pairs(tmp_path / "data")
+    out = tmp_path / "out"
+    asked = []
+
+    def counting(images, seed):
+        asked.append(seed)
+        return fake_features(images, seed)
+
+    cfg = tiny_config(data, out, strategies=["random", "ca"], ratios=[50], seeds=[0, 1, 2, 3],
+                      feature_seeds=2, include_full=False)
+    run_benchmark(cfg, features_fn=counting)
+    assert sorted(asked) == [0, 1]                                  # two encoders for four seeds
+    assert sorted(p.name for p in (out / "features").glob("*.npy")) == ["fake-seed0.npy", "fake-seed1.npy"]
+    rows = R.read_results(out)
+    assert sorted((r["strategy"], int(r["seed"])) for r in rows) == [
+        (s, k) for s in ("ca", "random") for k in range(4)]
+    runs = {(r["strategy"], r["seed"]): r["ids"] for r in R.read_jsonl(out / "runs.jsonl")}
+    assert runs[("random", 0)] != runs[("random", 2)]               # the draw follows the seed
+    assert '"feature_seeds": 2' in (out / "settings.json").read_text()
+    with pytest.raises(ValueError):                                 # a folder never mixes the two
+        run_benchmark(tiny_config(data, out, strategies=["random", "ca"], ratios=[50], seeds=[0],
+                                  include_full=False), features_fn=counting)
+    with pytest.raises(ValueError, match="feature_seeds=0"):
+        run_benchmark(tiny_config(data, tmp_path / "o2", feature_seeds=0), features_fn=counting)

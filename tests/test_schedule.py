@@ -44,9 +44,11 @@ def test_benchmark_schedule_flags_reach_moco_and_settings(tmp_path, monkeypatch)
     ap = argparse.ArgumentParser()
     add_benchmark_parser(ap.add_subparsers())
     args = ap.parse_args(["benchmark", str(tmp_path), "--out", str(tmp_path / "o"), "--strategies", "random",
-                          "--ssl-batch-size", "32", "--ssl-min-steps", "700", "--image-size", "32"])
+                          "--ssl-batch-size", "32", "--ssl-min-steps", "700", "--image-size", "32",
+                          "--feature-seeds", "2"])
     cfg = config_from_args(args)
-    assert "--ssl-batch-size 32 --ssl-min-steps 700" in cfg.command
+    assert "--ssl-batch-size 32 --ssl-min-steps 700 --feature-seeds 2" in cfg.command
+    assert cfg.feature_seeds == 2
     seen = {}
 
     def fake_compute(images, *, settings, **kw):
@@ -88,7 +90,7 @@ def test_folders_from_before_the_schedule_was_recorded(tmp_path):
                                   legacy=LEGACY_SSL_SCHEDULE)
 
 
-@pytest.mark.parametrize("flag", [["--ssl-batch-size", "1"], ["--ssl-min-steps", "-1"]])
+@pytest.mark.parametrize("flag", [["--ssl-batch-size", "1"], ["--ssl-min-steps", "-1"], ["--feature-seeds", "0"]])
 def test_bad_benchmark_schedule_flags_are_named(tmp_path, flag):
     import argparse
 

@@ -9,7 +9,10 @@ Flow (each step a function below):
   -> report.
 
 Seeds: seed s seeds the features, the selection and the final training, so runs with the same seed
-are paired across strategies. The strategy kind (selector, iterative, full) is looked up in a table
+are paired across strategies. ``feature_seeds=F`` trains only F encoders and seed s selects from
+encoder s % F (selection, random draw and training still follow s): more seeds for the cost of F MoCo
+trainings, where the selection and the U-Net, not the encoder, dominate the spread. Seeds that share
+an encoder are not independent, so the report then also gives intervals over encoders. The strategy kind (selector, iterative, full) is looked up in a table
 (``strategy_kinds``), never switched on by name.
 """
 from __future__ import annotations
@@ -54,6 +57,7 @@ class BenchmarkConfig:
     ssl_epochs: int | None = None       # MoCo epochs (None: MocoConfig's default)
     ssl_batch_size: int | None = None   # MoCo batch (None: MocoConfig's default)
     ssl_min_steps: int | None = None    # MoCo minimum SGD steps (None: MocoConfig's default)
+    feature_seeds: int | None = None    # F: seed s selects from encoder s % F (None: every seed its own)
     include_full: bool = True
     workers: int | None = None          # worker processes (see segment.runner.resolve_parallelism)
     stack: int | None = None            # models trained together in one process (CUDA default 8)
@@ -129,6 +133,8 @@ def validate(cfg: BenchmarkConfig) -> None:
         raise ValueError(f"evaluate_on={cfg.evaluate_on!r} must be 'test' or 'validation'")
     if cfg.image_size < 8:
         raise ValueError(f"image_size={cfg.image_size} is too small; use at least 8 px")
+    if cfg.feature_seeds is not None and cfg.feature_seeds < 1:
+        raise ValueError(f"feature_seeds={cfg.feature_seeds} must be at least 1")
 
 
 def settings_of(cfg: BenchmarkConfig, seg: Any, pairs: Any) -> dict[str, Any]:
@@ -140,8 +146,18 @@ def settings_of(cfg: BenchmarkConfig, seg: Any, pairs: Any) -> dict[str, Any]:
             "image_size": int(cfg.image_size), "test_fraction": float(cfg.test_fraction),
             "split_seed": int(cfg.split_seed), **_evaluate_on_setting(cfg), "rounds": int(cfg.rounds),
             "features": cfg.features,
-            "ssl_epochs": cfg.ssl_epochs, **_ssl_schedule_setting(cfg),
+            "ssl_epochs": cfg.ssl_epochs, **_ssl_schedule_setting(cfg), **_feature_seeds_setting(cfg),
             "seg": {k: v for k, v in dataclasses.asdict(seg).items() if k not in _NOT_RESULTS}}
+
+
+def _feature_seeds_setting(cfg: BenchmarkConfig) -> dict[str, int]:
+    # recorded only when set, so folders written before the option existed still match
+    return {} if cfg.feature_seeds is None else {"feature_seeds": int(cfg.feature_seeds)}
+
+
+def feature_seed(cfg: BenchmarkConfig, seed: int) -> int:
+    """The encoder (features) seed ``seed`` selects from: ``seed % feature_seeds``, or ``seed`` itself."""
+    return int(seed) if cfg.feature_seeds is None else int(seed) % int(cfg.feature_seeds)
 
 
 #: MoCo schedule of folders written before it was recorded (MocoConfig's defaults until 2026-11-27)
@@ -264,8 +280,9 @@ class _Ctx:
 
     # -- selections ---------------------------------------------------------------------------
     def features(self, seed: int) -> np.ndarray:
-        path = self.out / "features" / f"{self.cfg.features}-seed{seed}.npy"
-        return cached_features(self.features_fn, self.pairs.images[self.pool_idx], seed, path)
+        fseed = feature_seed(self.cfg, seed)
+        path = self.out / "features" / f"{self.cfg.features}-seed{fseed}.npy"
+        return cached_features(self.features_fn, self.pairs.images[self.pool_idx], fseed, path)
 
     def select_oneshot(self, runs: list[Run]) -> None:
         from coldseg.select.registry import get_selector
