@@ -93,3 +93,30 @@ def test_feature_seeds_reuse_encoders_and_are_recorded(tmp_path):
                                   include_full=False), features_fn=counting)
     with pytest.raises(ValueError, match="feature_seeds=0"):
         run_benchmark(tiny_config(data, tmp_path / "o2", feature_seeds=0), features_fn=counting)
+
+
+def test_ablation_table_groups_seeds_by_encoder(tmp_path, monkeypatch, capsys):
+    """scripts/ablation_table.py: paired differences per ratio; with feature_seeds recorded, one more
+    column whose interval is over encoders (per-encoder means of the per-seed differences)."""
+    import json
+    import runpy
+    import sys
+    from pathlib import Path
+
+    rows = ["dataset,strategy,ratio,n_labeled,seed,dice,hd95,train_seconds,device"]
+    gain = {0: 0.01, 1: 0.03, 2: 0.01, 3: 0.03}                     # encoder 0: +1 point, encoder 1: +3
+    for seed in range(4):
+        for ratio in (5, 10):
+            rows.append(f"d,random,{ratio},4,{seed},0.5,1,1,cpu")
+            rows.append(f"d,x,{ratio},4,{seed},{0.5 + gain[seed]},1,1,cpu")
+    (tmp_path / "results.csv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "settings.json").write_text(json.dumps({"settings": {"feature_seeds": 2}}))
+    monkeypatch.setattr(sys, "argv", ["ablation_table.py", str(tmp_path), "--ratios", "5,10"])
+    runpy.run_path(str(Path(__file__).parents[1] / "scripts" / "ablation_table.py"), run_name="__main__")
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("| `x`"))
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[1].startswith("+2.00 [") and cells[1].endswith("n=4")   # 5 %: mean of 1, 3, 1, 3
+    assert cells[3].startswith("+2.00 [") and cells[3].endswith("n=4")   # over seeds
+    assert cells[4].startswith("+2.00 [") and cells[4].endswith("n=2")   # over the 2 encoders
+    lo4, lo2 = (float(c.split("[")[1].split(",")[0]) for c in (cells[3], cells[4]))
+    assert lo2 < lo4                                                     # fewer units, wider interval

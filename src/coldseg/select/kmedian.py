@@ -5,7 +5,8 @@
    to the nearest centre so far (D^1 sampling, the k-median analogue of k-means++'s D^2).
 2. Lloyd iterations for the K-median objective sum_i ||x_i - c_(i)||_1: assign every row to the
    nearest centre in L1, then move each centre to the coordinate-wise median of its members (which
-   minimises the summed L1 distance of the cluster). Empty clusters keep their centre. Stops when no
+   minimises the summed L1 distance of the cluster; only clusters whose members changed are
+   recomputed, the others' medians cannot have moved). Empty clusters keep their centre. Stops when no
    assignment changes, or after ``max_iter`` rounds. O(n·K·d) per round, chunked (no n×n matrix).
 3. Pick, per cluster, the member closest **in L1** to the final centre (the metric of the objective;
    ties towards the lowest index). Picks are unique because a row belongs to one cluster. Clusters are
@@ -93,14 +94,20 @@ def kmedian(
     C = X[kmedian_pp_seeds(X, k, rng)].copy()  # (k, d)
     labels, dist = l1_assign(X, C)
     converged, rounds = False, 0
+    dirty = np.ones(k, dtype=bool)  # clusters whose members changed since their median was taken
     for rounds in range(1, max_iter + 1):
-        for c, members in enumerate(group_members(labels, k)):
-            if len(members):
-                C[c] = np.median(X[members], axis=0)
+        groups = group_members(labels, k)
+        for c in np.flatnonzero(dirty):  # an unchanged cluster keeps its median: same result, less work
+            if len(groups[c]):
+                C[c] = np.median(X[groups[c]], axis=0)
         new, dist = l1_assign(X, C)
-        if np.array_equal(new, labels):
+        moved = new != labels
+        if not moved.any():
             converged = True
             break
+        dirty[:] = False
+        dirty[labels[moved]] = True
+        dirty[new[moved]] = True
         labels = new
     return labels, dist, C, rounds, converged
 
