@@ -86,21 +86,71 @@ def group_members(labels: np.ndarray, k: int) -> list[np.ndarray]:
     return np.split(order, bounds[:-1])
 
 
+def _l1_two_nearest(X: np.ndarray, C: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Nearest centre in L1, its distance and the second-nearest distance (inf with one centre).
+    X (n, d), C (K, d) -> labels (n,) int64, d1 (n,), d2 (n,); ties -> lowest centre index."""
+    n, K = X.shape[0], C.shape[0]
+    labels = np.empty(n, dtype=np.int64)
+    d1 = np.empty(n)
+    d2 = np.full(n, np.inf)
+    step = max(1, _CELLS // K)
+    for s in range(0, n, step):
+        D = cdist(X[s : s + step], C, metric="cityblock")  # (c, K)
+        rows = np.arange(D.shape[0])
+        lab = np.argmin(D, axis=1)
+        labels[s : s + step] = lab
+        d1[s : s + step] = D[rows, lab]
+        if K > 1:
+            D[rows, lab] = np.inf
+            d2[s : s + step] = D.min(axis=1)
+    return labels, d1, d2
+
+
+def _l1_to_own(X: np.ndarray, C: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """L1 distance of every row to its own centre (n,), one cdist per cluster (same arithmetic as
+    :func:`l1_assign`)."""
+    dist = np.empty(X.shape[0])
+    for c, members in enumerate(group_members(labels, C.shape[0])):
+        if len(members):
+            dist[members] = cdist(X[members], C[c : c + 1], metric="cityblock")[:, 0]
+    return dist
+
+
 def kmedian(
     X: np.ndarray, k: int, rng: np.random.Generator, *, max_iter: int = 50
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, bool]:
     """Lloyd-style K-median. Returns labels (n,), L1 distance to own centre (n,), centres (k, d),
-    the number of update rounds run, and whether the assignment converged."""
+    the number of update rounds run, and whether the assignment converged.
+
+    Each round reassigns only the rows whose nearest centre may have changed (Hamerly's bounds, valid
+    for any metric by the triangle inequality): an upper bound on the distance to the own centre grows
+    by that centre's L1 move, a lower bound on the distance to every other centre shrinks by the
+    largest move among them, and a row whose upper bound stays strictly below its lower bound keeps its
+    centre. The labels are those of a full reassignment every round (ties still go to the lowest
+    centre, since a tie is never skipped)."""
     C = X[kmedian_pp_seeds(X, k, rng)].copy()  # (k, d)
-    labels, dist = l1_assign(X, C)
+    labels, upper, lower = _l1_two_nearest(X, C)
     converged, rounds = False, 0
     dirty = np.ones(k, dtype=bool)  # clusters whose members changed since their median was taken
     for rounds in range(1, max_iter + 1):
         groups = group_members(labels, k)
+        move = np.zeros(k)
         for c in np.flatnonzero(dirty):  # an unchanged cluster keeps its median: same result, less work
             if len(groups[c]):
-                C[c] = np.median(X[groups[c]], axis=0)
-        new, dist = l1_assign(X, C)
+                m = np.median(X[groups[c]], axis=0)
+                move[c] = float(np.abs(m.astype(np.float64) - C[c]).sum())
+                C[c] = m
+        top = int(np.argmax(move))
+        second = float(np.max(np.delete(move, top))) if k > 1 else 0.0
+        upper += move[labels]
+        lower -= np.where(labels == top, second, move[top])
+        check = np.flatnonzero(upper >= lower)
+        new = labels.copy()
+        if len(check):  # tighten the upper bound, then reassign the rows still in doubt
+            upper[check] = _l1_to_own(X[check], C, labels[check])
+            doubt = check[upper[check] >= lower[check]]
+            if len(doubt):
+                new[doubt], upper[doubt], lower[doubt] = _l1_two_nearest(X[doubt], C)
         moved = new != labels
         if not moved.any():
             converged = True
@@ -109,7 +159,7 @@ def kmedian(
         dirty[labels[moved]] = True
         dirty[new[moved]] = True
         labels = new
-    return labels, dist, C, rounds, converged
+    return labels, _l1_to_own(X, C, labels), C, rounds, converged
 
 
 def _kmedian_picks(X: np.ndarray, K: int, rng: np.random.Generator, max_iter: int):
