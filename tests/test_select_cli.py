@@ -392,18 +392,18 @@ def test_features_npz_with_ids_in_another_order(tmp_path, make_pool, cli, monkey
     no_training(monkeypatch)
     npy = write_features(tmp_path / "f", ids, X)
     code, _, err = cli("select", pool, "--budget", "4", "--out", tmp_path / "a", "--features", npy,
-                       "--no-report", "--quiet")
+                       "--strategy", "ca", "--no-report", "--quiet")
     assert code == 0, err
     perm = np.random.default_rng(3).permutation(len(ids))
     npz = tmp_path / "feats.npz"
     np.savez(npz, features=X[perm], ids=np.array(ids)[perm], extra=np.zeros(3))
     code, _, err = cli("select", pool, "--budget", "4", "--out", tmp_path / "b", "--features", npz,
-                       "--no-report", "--quiet")
+                       "--strategy", "ca", "--no-report", "--quiet")
     assert code == 0, err
     assert read_csv(tmp_path / "b" / "selection.csv") == read_csv(tmp_path / "a" / "selection.csv")
     man = json.loads((tmp_path / "b" / "manifest.json").read_text())
     assert man["features"]["source"] == "file" and man["features"]["dim"] == 8
-    # 3 well-separated kinds -> K = 3 and the 4 picks cover every kind
+    # 3 well-separated kinds -> the paper's silhouette K = 3 and the 4 picks cover every kind
     assert man["selection"]["info"]["k"] == 3
     _, rows = read_csv(tmp_path / "b" / "selection.csv")
     assert {r[1].rsplit("/", 1)[-1].split("_")[0] for r in rows} == set(KINDS)

@@ -29,7 +29,8 @@ K), ``allocation="equal"``, ``start="typical"``, ``beta=0`` — the paper's CA e
 farthest point sampling starts from its most typical member instead of its most atypical one. They
 were chosen among seven variants by the mean validation Dice gain over ``random`` at 5/10/20 %
 (kvasir_seg, 64 px, 3 seeds, ``coldseg benchmark --evaluate-on validation``: the test split was not
-read); docs/results.md has the ablation table and how far the evidence goes. ``ca-typical[start=farthest]`` picks
+read), and were ``coldseg.DEFAULT_STRATEGY`` until a larger validation run (12 seeds on 3 encoders)
+put ``kmedian`` ahead and this selector resolvably below random at 20 % (docs/results.md). ``ca-typical[start=farthest]`` picks
 the same images as ``ca`` for the same seed (a test checks it); only the list order differs (here the
 largest cluster leads each round).
 """

@@ -24,6 +24,11 @@
    step; cost O(n·cell_rows·budget/n·d) per round. ``info["cells"]`` records the number of cells.
 
 ``Selection.distances`` are Euclidean distances to the cluster's median centre, as the contract asks.
+
+This is ``coldseg.DEFAULT_STRATEGY`` (since 2026-11-27): on a kvasir_seg validation split (12 seeds,
+3 MoCo encoders) it had the largest mean Dice gain over random of eight candidates and the smallest
+spread across encoders, picking images of typical density where farthest point sampling picks the
+sparse fringe (docs/results.md).
 """
 from __future__ import annotations
 

@@ -1,0 +1,76 @@
+"""Where in feature space does each strategy pick? A label-free look at a pool's features.
+
+For each features file (rows = pool images), strategy and budget, prints one markdown row:
+
+- ``density rank``: mean percentile (0 = sparsest, 1 = densest) of the picks' typicality, typicality =
+  1 / mean cosine distance to the ``--k`` nearest other rows (Hacohen et al. 2022). A uniform random
+  draw averages 0.5; below it, the picks lean to the sparse fringe, above it to dense modes.
+- ``cover``: mean Euclidean distance (unit-normalised features) from every pool row to its nearest
+  pick, the K-median objective: lower means the pool is better represented by the picks.
+
+    python scripts/pick_density.py docs/results/kvasir_seg_cpu64_validation_nested/features/moco-seed*.npy \\
+        --strategies random,ca,ca-typical,kmedian,typiclust,probcover --ratios 5,10,20
+
+The seed of every selection is the index of its features file (0, 1, ...), as in a benchmark folder.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+from sklearn.neighbors import NearestNeighbors
+
+from coldseg.data.splits import subset_size
+from coldseg.select.registry import get_selector
+
+
+def density_rank(Xn: np.ndarray, k: int) -> np.ndarray:
+    """(n,) percentile of each row's typicality among the rows (0 sparsest, 1 densest)."""
+    dist, _ = NearestNeighbors(n_neighbors=min(k + 1, len(Xn))).fit(Xn).kneighbors(Xn)
+    typ = 1.0 / np.maximum(dist[:, 1:].mean(axis=1), 1e-12)
+    return typ.argsort().argsort() / max(len(typ) - 1, 1)
+
+
+def cover(Xn: np.ndarray, picks: np.ndarray, chunk: int = 4096) -> float:
+    """Mean distance of every row of Xn (n, d) to its nearest pick, chunked (no n × n matrix)."""
+    P = Xn[picks]
+    total = 0.0
+    for s in range(0, len(Xn), chunk):
+        D = ((Xn[s:s + chunk, None, :] - P[None]) ** 2).sum(-1)
+        total += float(np.sqrt(np.maximum(D.min(axis=1), 0)).sum())
+    return total / len(Xn)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("features", nargs="+", type=Path)
+    ap.add_argument("--strategies", default="random,ca,ca-typical,kmedian")
+    ap.add_argument("--ratios", default="5,10,20")
+    ap.add_argument("--k", type=int, default=20, help="neighbours for typicality (default 20)")
+    a = ap.parse_args()
+    names = [s for s in a.strategies.split(",") if s]
+    ratios = [float(r) for r in a.ratios.split(",")]
+    print("| strategy | " + " | ".join(f"{r:g}%: density rank / cover" for r in ratios) + " |")
+    print("|---|" + "---|" * len(ratios))
+    stats: dict[str, list[list[tuple[float, float]]]] = {n: [[] for _ in ratios] for n in names}
+    for seed, path in enumerate(a.features):
+        X = np.load(path).astype(np.float32)
+        Xn = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+        rank = density_rank(Xn, a.k)
+        for j, r in enumerate(ratios):
+            n = subset_size(r, len(X))
+            for name in names:
+                picks = get_selector(name).select(X, n, random_state=seed).indices
+                stats[name][j].append((float(rank[picks].mean()), cover(Xn, picks)))
+    for name in names:
+        cells = []
+        for per in stats[name]:
+            d, c = np.array(per).T
+            cells.append(f"{d.mean():.2f} ({d.min():.2f}–{d.max():.2f}) / {c.mean():.3f}")
+        print(f"| `{name}` | " + " | ".join(cells) + " |")
+    print(f"\nMean over {len(a.features)} features file(s) (range in brackets); density rank of a uniform draw: 0.5.")
+
+
+if __name__ == "__main__":
+    main()
