@@ -17,11 +17,14 @@
 
 5. Large pools (more than ``max_rows`` rows, 20 000 by default): the exact recipe costs O(n·budget·d)
    per Lloyd round and for the seeding (10^6 rows, 10^4 picks: about 10^12 L1 terms each, hours on a
-   2-core CPU), so the pool is first split into cells of about ``cell_rows`` (2000) rows by K-means
+   2-core CPU), so the pool is first split into cells of about ``cell_rows`` (1000) rows by K-means
    (L2; :func:`coldseg.select.fps.cell_labels`), the budget is shared among cells in proportion to
    their sizes (largest remainder), and steps 1-4 run inside each cell; clusters never cross cells.
    This is the "divide" step of divide-and-conquer K-median (Guha et al., 2003) without its merge
    step; cost O(n·cell_rows·budget/n·d) per round. ``info["cells"]`` records the number of cells.
+   1000 rather than 2000 rows per cell (2026-11-27): 10^6 rows, 1 % budget in 82 s instead of 122 s
+   (2-core VM, one other job beside it), and on 40 000 blob rows (400 picks) the mean L1 distance
+   to the nearest pick was 123.42 (1000) against 123.59 (2000) and 123.71 without cells.
 
 ``Selection.distances`` are Euclidean distances to the cluster's median centre, as the contract asks.
 
@@ -189,7 +192,7 @@ class KMedian(Selector):
     name = "kmedian"
     summary = "K-median (K = budget, L1, median Lloyd), the member nearest each centre"
 
-    def __init__(self, max_iter: int = 50, max_rows: int = 20_000, cell_rows: int = 2000):
+    def __init__(self, max_iter: int = 50, max_rows: int = 20_000, cell_rows: int = 1000):
         self.max_iter = max_iter
         self.max_rows = max_rows
         self.cell_rows = cell_rows
