@@ -120,3 +120,49 @@ def test_ablation_table_groups_seeds_by_encoder(tmp_path, monkeypatch, capsys):
     assert cells[4].startswith("+2.00 [") and cells[4].endswith("n=2")   # over the 2 encoders
     lo4, lo2 = (float(c.split("[")[1].split(",")[0]) for c in (cells[3], cells[4]))
     assert lo2 < lo4                                                     # fewer units, wider interval
+
+
+def _run_script(rel, argv, monkeypatch):
+    import runpy
+    import sys
+    from pathlib import Path
+
+    monkeypatch.setattr(sys, "argv", [rel] + [str(a) for a in argv])
+    runpy.run_path(str(Path(__file__).parents[1] / rel), run_name="__main__")
+
+
+def test_eval_noise_script_prints_each_training_and_a_summary(tmp_path, monkeypatch, capsys):
+    import json
+
+    data = write_pairs(tmp_path / "data", n=30)
+    ids = sorted(p.stem for p in (data / "images").glob("*.png"))
+    from coldseg.data.pairs import load_pairs
+
+    pool, _ = evaluation_split(_cfg(evaluate_on="validation"), load_pairs(data, 32, progress=False).ids, None)
+    feats = tmp_path / "f.npy"
+    np.save(feats, np.random.default_rng(0).normal(size=(len(pool), 4)).astype(np.float32))
+    _run_script("benchmarks/eval_noise.py", [data, "--image-size", "32", "--steps", "2", "--channels", "8,16,32",
+                                             "--ratio", "50", "--repeats", "2", "--draws", "2",
+                                             "--features", feats, "--strategy", "kmedian", "--device", "cpu"],
+                monkeypatch)
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [x["kind"] for x in lines] == ["init", "init", "draw", "draw", "full", "full", "summary"]
+    summary = lines[-1]
+    assert summary["fixed"] == "kmedian" and summary["n_pool"] == len(pool) and len(ids) == 30
+    assert summary["init_mean"] == pytest.approx(np.mean([x["dice_points"] for x in lines[:2]]), abs=0.01)
+    assert all(0 <= x["dice_points"] <= 100 for x in lines[:-1])
+    assert lines[0]["n_labeled"] == lines[2]["n_labeled"] < lines[4]["n_labeled"] == len(pool)
+
+
+def test_pick_density_script_puts_random_in_the_middle(tmp_path, monkeypatch, capsys):
+    rng = np.random.default_rng(0)
+    X = np.concatenate([rng.normal(0, 0.05, (150, 3)), rng.normal(0, 1.0, (50, 3))]) + [5, 0, 0]
+    np.save(tmp_path / "a.npy", X.astype(np.float32))
+    _run_script("scripts/pick_density.py", [tmp_path / "a.npy", "--strategies", "random,kcenter,kmedian",
+                                            "--ratios", "10"], monkeypatch)
+    rows = {line.split("`")[1]: line for line in capsys.readouterr().out.splitlines() if line.startswith("| `")}
+    rank = {k: float(v.split("|")[2].split()[0]) for k, v in rows.items()}
+    cover = {k: float(v.split("|")[2].split("/")[-1]) for k, v in rows.items()}
+    assert set(rank) == {"random", "kcenter", "kmedian"}
+    assert rank["kcenter"] < 0.25 and rank["random"] > 0.3         # farthest-first picks the sparse fringe
+    assert cover["kmedian"] < cover["random"]                       # K-median minimises the cover
