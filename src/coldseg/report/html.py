@@ -267,7 +267,7 @@ def _figure(src: str, alt: str, caption: str) -> str:
 
 
 def _map_caption(proj, facts: dict, n: int, has_labels: bool) -> str:
-    colour = "coloured by its k-means cluster" if has_labels else "in grey (this strategy has no clusters)"
+    colour = "coloured by its cluster (the strategy's own clustering)" if has_labels else "in grey (this strategy has no clusters)"
     if proj.method == "PCA":
         how = f"first two principal components of the {n} feature vectors (too few images for t-SNE)"
     elif proj.subsampled:
