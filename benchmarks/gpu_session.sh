@@ -6,7 +6,7 @@
 #   4. the benchmark sweep on DATA (resumable: rerun with the same BENCH_DIR to continue)
 # Results are packed into at most 8 files under OUT.
 #   bash benchmarks/gpu_session.sh DATA_DIR OUT [SWEEP_SECONDS]
-# Tiny CPU rehearsal: SIZE=32 STEPS=5 EPOCHS=1 SSL_EPOCHS=1 MIN_STEPS=0 DEVICE=cpu bash benchmarks/gpu_session.sh ...
+# Tiny CPU rehearsal (python3 must see coldseg's dependencies, e.g. PATH=$PWD/.venv/bin:$PATH): SIZE=32 STEPS=5 EPOCHS=1 SSL_EPOCHS=1 MIN_STEPS=0 DEVICE=cpu bash benchmarks/gpu_session.sh ...
 set -u
 DATA=$1; OUT=$2; SWEEP_S=${3:-400}
 export PYTHONPATH=$PWD/src:${PYTHONPATH:-}
@@ -14,6 +14,7 @@ export PYTHONUNBUFFERED=1
 SIZE=${SIZE:-128}; STEPS=${STEPS:-1500}; EPOCHS=${EPOCHS:-30}; SSL=${SSL_EPOCHS:-60}
 MIN_STEPS=${MIN_STEPS:-3000}   # MoCo's default schedule: batch 32, at least 3000 SGD steps
 DEVICE=${DEVICE:-auto}; SEEDS=${SEEDS:-3}; RATIOS=${RATIOS:-5,10,20,30}
+FEATURE_SEEDS=${FEATURE_SEEDS:-}   # e.g. 3 with SEEDS=12: 12 seeds on 3 MoCo encoders (one cell's Dice moves ~1.4 points with the U-Net seed)
 STRATS=${STRATS:-random,ca,ca-typical,kcenter,kmedian,ra,typiclust,probcover,bayesian,coreset-iter}
 BENCH=${BENCH_DIR:-/tmp/bench_$(basename $DATA)}
 STAGES=${STAGES:-throughput,segthroughput,select,sweep}
@@ -48,7 +49,7 @@ if [[ ,$STAGES, == *,sweep,* ]]; then
   start=$(date +%s.%N)
   timeout --signal=INT --kill-after=25 $SWEEP_S python3 -m coldseg.cli benchmark "$DATA" --strategies $STRATS \
     --ratios $RATIOS --seeds $SEEDS --out "$BENCH" --image-size $SIZE --steps $STEPS --ssl-epochs $SSL \
-    --ssl-min-steps $MIN_STEPS \
+    --ssl-min-steps $MIN_STEPS ${FEATURE_SEEDS:+--feature-seeds $FEATURE_SEEDS} \
     --device $DEVICE --stack $STACK --quiet
   echo "sweep rc=$? wall_s=$(python3 -c "print(round($(date +%s.%N)-$start,1))")" | tee "$OUT/sweep_time.txt"
   python3 -m coldseg.cli report "$BENCH" >/dev/null 2>&1
