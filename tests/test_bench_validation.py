@@ -166,3 +166,37 @@ def test_pick_density_script_puts_random_in_the_middle(tmp_path, monkeypatch, ca
     assert set(rank) == {"random", "kcenter", "kmedian"}
     assert rank["kcenter"] < 0.25 and rank["random"] > 0.3         # farthest-first picks the sparse fringe
     assert cover["kmedian"] < cover["random"]                       # K-median minimises the cover
+
+
+def test_a_second_benchmark_on_a_busy_folder_is_refused(tmp_path):
+    """Two invocations on one folder would redo each other's runs: the second stops at once, naming the
+    holder, and the folder works again once the first is done."""
+    import os
+
+    from coldseg.bench.sweep import run_benchmark
+    from coldseg.io.lock import FolderBusy, folder_lock
+
+    data = write_pairs(tmp_path / "data")
+    out = tmp_path / "out"
+    out.mkdir()
+    cfg = tiny_config(data, out, strategies=["random"], ratios=[50], seeds=[0], include_full=False)
+    with folder_lock(out, wait=False):
+        with pytest.raises(FolderBusy, match=f"another coldseg benchmark is writing .*pid {os.getpid()}"):
+            run_benchmark(cfg, features_fn=fake_features)
+    assert not (out / "results.csv").exists()
+    run_benchmark(cfg, features_fn=fake_features)
+    assert len(R.read_results(out)) == 1
+
+
+def test_cli_reports_a_busy_folder_in_one_line(tmp_path, capsys):
+    from coldseg.cli import main
+    from coldseg.io.lock import folder_lock
+
+    data = write_pairs(tmp_path / "data")
+    out = tmp_path / "out"
+    out.mkdir()
+    with folder_lock(out, wait=False):
+        code = main(["benchmark", str(data), "--out", str(out), "--strategies", "random", "--ratios", "50",
+                     "--seeds", "1", "--tiny", "--features", "pixels", "--quiet", "--no-full", "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 2 and "another coldseg benchmark is writing" in err and "Traceback" not in err

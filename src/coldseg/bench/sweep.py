@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 from coldseg.bench import results as R
 from coldseg.bench.features import FeaturesFn, cached_features, moco_features_fn, pixel_features
+from coldseg.io.lock import folder_lock
 from coldseg.io.outputs import remove_dead_temp_files
 
 SETTINGS_VERSION = 1
@@ -222,7 +223,7 @@ def plan(cfg: BenchmarkConfig, kinds: dict[str, str], n_pool: int, dataset: str,
 def run_benchmark(cfg: BenchmarkConfig, *, features_fn: FeaturesFn | None = None) -> Outcome:
     """Run every missing (strategy, ratio, seed) of ``cfg``; write results, then the report."""
     from coldseg.data.pairs import load_pairs
-    from coldseg.segment.train import SegConfig, resolve_device
+    from coldseg.segment.train import SegConfig
 
     t_start = time.perf_counter()
     validate(cfg)
@@ -233,6 +234,15 @@ def run_benchmark(cfg: BenchmarkConfig, *, features_fn: FeaturesFn | None = None
     pool_idx, test_idx = evaluation_split(cfg, pairs.ids, pairs.groups)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    # one invocation per folder at a time: a second would redo the first's runs and could remove its
+    # temporary files as dead ones (the lock dies with its process, so a killed run leaves none)
+    with folder_lock(out, wait=False, what="coldseg benchmark"):
+        return _run_locked(cfg, kinds, seg, pairs, pool_idx, test_idx, out, features_fn, t_start)
+
+
+def _run_locked(cfg, kinds, seg, pairs, pool_idx, test_idx, out: Path, features_fn, t_start: float) -> Outcome:
+    from coldseg.segment.train import resolve_device
+
     for folder in (out, out / "features"):   # temporaries of a killed earlier invocation
         remove_dead_temp_files(folder)
     R.check_or_write_settings(out, settings_of(cfg, seg, pairs),

@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 from coldseg.data import pool as _pool
 from coldseg.data.pool import Pool, PoolError, list_pool_files, read_one, report_read
 from coldseg.io.atomic import atomic_write_bytes
+from coldseg.io.lock import folder_lock
 
 DECODED_VERSION = 1   # bump when the cached pixels would change for the same files
 HEADER_BYTES = 128    # fixed .npy v1.0 header, so the shape can be rewritten in place
@@ -77,20 +78,9 @@ def _npy_header(shape: tuple[int, ...]) -> bytes:
     return b"\x93NUMPY\x01\x00" + len(body).to_bytes(2, "little") + body.encode("latin1")
 
 
-@contextlib.contextmanager
 def _locked(folder: Path):
     """An exclusive lock on ``folder`` (two processes never decode into the same file)."""
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no lock
-        yield
-        return
-    with open(folder / ".lock", "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    return folder_lock(folder, wait=True)
 
 
 def _atomic_json(path: Path, obj) -> None:
