@@ -29,6 +29,7 @@ import json
 import math
 import platform
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -97,7 +98,7 @@ def main() -> None:
     # paired difference of two cells ~ sd * sqrt(2); seeds n for a 95 % half-width < resolve
     need = {k: math.ceil((1.96 * math.sqrt(2) * sd / a.resolve) ** 2) if sd == sd else None
             for k, sd in (("init_only", sd_init), ("draw", sd_draw))}
-    print(json.dumps({"kind": "summary", "dataset": pairs_name(a.data_dir), "evaluate_on": a.evaluate_on,
+    print(json.dumps({"kind": "summary", "dataset": Path(a.data_dir).resolve().name, "evaluate_on": a.evaluate_on,
                       "image_size": a.image_size, "steps": a.steps, "ratio": a.ratio, "n_labeled": n,
                       "n_pool": len(pool_idx), "n_eval": len(eval_idx), "fixed": fixed_name,
                       "init_mean": round(float(np.mean(dice["init"])), 2), "init_sd": round(sd_init, 2),
@@ -105,11 +106,6 @@ def main() -> None:
                       "full_mean": round(float(np.mean(dice["full"])), 2), "full_sd": round(_sd(dice["full"]), 2),
                       "seeds_to_resolve": need, "resolve_points": a.resolve, **machine,
                       "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}), flush=True)
-
-
-def pairs_name(path: str) -> str:
-    from pathlib import Path
-    return Path(path).resolve().name
 
 
 if __name__ == "__main__":

@@ -11,8 +11,8 @@ Flow (each step a function below):
 Seeds: seed s seeds the features, the selection and the final training, so runs with the same seed
 are paired across strategies. ``feature_seeds=F`` trains only F encoders and seed s selects from
 encoder s % F (selection, random draw and training still follow s): more seeds for the cost of F MoCo
-trainings, where the selection and the U-Net, not the encoder, dominate the spread. Seeds that share
-an encoder are not independent, so the report then also gives intervals over encoders. The strategy kind (selector, iterative, full) is looked up in a table
+trainings. Seeds that share an encoder are not independent; ``scripts/ablation_table.py`` then also
+gives intervals over encoders. The strategy kind (selector, iterative, full) is looked up in a table
 (``strategy_kinds``), never switched on by name.
 """
 from __future__ import annotations
@@ -223,7 +223,7 @@ def plan(cfg: BenchmarkConfig, kinds: dict[str, str], n_pool: int, dataset: str,
 def run_benchmark(cfg: BenchmarkConfig, *, features_fn: FeaturesFn | None = None) -> Outcome:
     """Run every missing (strategy, ratio, seed) of ``cfg``; write results, then the report."""
     from coldseg.data.pairs import load_pairs
-    from coldseg.segment.train import SegConfig
+    from coldseg.segment.train import SegConfig, resolve_device
 
     t_start = time.perf_counter()
     validate(cfg)
@@ -237,32 +237,26 @@ def run_benchmark(cfg: BenchmarkConfig, *, features_fn: FeaturesFn | None = None
     # one invocation per folder at a time: a second would redo the first's runs and could remove its
     # temporary files as dead ones (the lock dies with its process, so a killed run leaves none)
     with folder_lock(out, wait=False, what="coldseg benchmark"):
-        return _run_locked(cfg, kinds, seg, pairs, pool_idx, test_idx, out, features_fn, t_start)
+        for folder in (out, out / "features"):   # temporaries of a killed earlier invocation
+            remove_dead_temp_files(folder)
+        R.check_or_write_settings(out, settings_of(cfg, seg, pairs),
+                                  legacy=LEGACY_SSL_SCHEDULE if cfg.features == "moco" else None)
+        dataset = Path(cfg.data_dir).resolve().name
+        runs, skipped = plan(cfg, kinds, len(pool_idx), dataset, R.done_keys(out))
+        dev = resolve_device(cfg.device)
+        if runs:   # sessions that add runs are logged (command, device, wall time); a no-op rerun is not
+            R.log_session(out, {"command": cfg.command or "(library call)", "device": str(dev),
+                                "started": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+            ctx = _Ctx(cfg, seg, pairs, pool_idx, test_idx, dataset, dev, out,
+                       features_fn or _features_fn(cfg, out), kinds)
+            ctx.execute(runs)
+        wall = time.perf_counter() - t_start
+        if runs:
+            R.log_session(out, {"wall_seconds": round(wall, 1), "new_runs": len(runs), "skipped_runs": skipped},
+                          update_last=True)
+        from coldseg.bench.report import write_report
 
-
-def _run_locked(cfg, kinds, seg, pairs, pool_idx, test_idx, out: Path, features_fn, t_start: float) -> Outcome:
-    from coldseg.segment.train import resolve_device
-
-    for folder in (out, out / "features"):   # temporaries of a killed earlier invocation
-        remove_dead_temp_files(folder)
-    R.check_or_write_settings(out, settings_of(cfg, seg, pairs),
-                              legacy=LEGACY_SSL_SCHEDULE if cfg.features == "moco" else None)
-    dataset = Path(cfg.data_dir).resolve().name
-    runs, skipped = plan(cfg, kinds, len(pool_idx), dataset, R.done_keys(out))
-    dev = resolve_device(cfg.device)
-    if runs:   # sessions that add runs are logged (command, device, wall time); a no-op rerun is not
-        R.log_session(out, {"command": cfg.command or "(library call)", "device": str(dev),
-                            "started": datetime.now(timezone.utc).isoformat(timespec="seconds")})
-        ctx = _Ctx(cfg, seg, pairs, pool_idx, test_idx, dataset, dev, out,
-                   features_fn or _features_fn(cfg, out), kinds)
-        ctx.execute(runs)
-    wall = time.perf_counter() - t_start
-    if runs:
-        R.log_session(out, {"wall_seconds": round(wall, 1), "new_runs": len(runs), "skipped_runs": skipped},
-                      update_last=True)
-    from coldseg.bench.report import write_report
-
-    return Outcome(out, len(runs), skipped, wall, write_report(out))
+        return Outcome(out, len(runs), skipped, wall, write_report(out))
 
 
 def _features_fn(cfg: BenchmarkConfig, out: Path) -> FeaturesFn:

@@ -78,11 +78,6 @@ def _npy_header(shape: tuple[int, ...]) -> bytes:
     return b"\x93NUMPY\x01\x00" + len(body).to_bytes(2, "little") + body.encode("latin1")
 
 
-def _locked(folder: Path):
-    """An exclusive lock on ``folder`` (two processes never decode into the same file)."""
-    return folder_lock(folder, wait=True)
-
-
 def _atomic_json(path: Path, obj) -> None:
     atomic_write_bytes(path, json.dumps(obj, ensure_ascii=False).encode("utf-8", "surrogateescape"))
 
@@ -111,7 +106,7 @@ def load_pool_cached(root: str | os.PathLike, size: int = 128, *, cache_dir: str
     meta = _load_meta(folder, size)
     if meta is None:
         folder.mkdir(parents=True, exist_ok=True)
-        with _locked(folder):
+        with folder_lock(folder, wait=True):   # two processes never decode into the same file
             meta = _load_meta(folder, size)  # another process may have finished it meanwhile
             if meta is None:
                 meta = _build(folder, root, rels, hashed, size, workers, progress)

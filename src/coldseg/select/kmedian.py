@@ -44,20 +44,13 @@ from coldseg.select.registry import register
 from coldseg.select.representative import proportional_split
 
 _CELLS = 1 << 22  # rows × centres per distance block (32 MiB of float64)
+_SLACK = 1.0 + 1e-9  # bounds compare with this relative margin, so float rounding never skips a change
 
 
 def l1_assign(X: np.ndarray, C: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Nearest centre in L1 for every row. X (n, d), C (K, d) -> labels (n,) int64, L1 distance (n,)."""
-    n, K = X.shape[0], C.shape[0]
-    labels = np.empty(n, dtype=np.int64)
-    dist = np.empty(n, dtype=np.float64)
-    step = max(1, _CELLS // K)
-    for s in range(0, n, step):
-        D = cdist(X[s : s + step], C, metric="cityblock")  # (c, K)
-        lab = np.argmin(D, axis=1)  # ties -> lowest centre index
-        labels[s : s + step] = lab
-        dist[s : s + step] = D[np.arange(len(lab)), lab]
-    return labels, dist
+    labels, d1, _ = _l1_two_nearest(X, C)
+    return labels, d1
 
 
 def _l1_to(X: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -116,7 +109,7 @@ def _l1_two_nearest(X: np.ndarray, C: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
 def _l1_to_own(X: np.ndarray, C: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """L1 distance of every row to its own centre (n,), one cdist per cluster (same arithmetic as
-    :func:`l1_assign`)."""
+    :func:`_l1_two_nearest`)."""
     dist = np.empty(X.shape[0])
     for c, members in enumerate(group_members(labels, C.shape[0])):
         if len(members):
@@ -135,7 +128,8 @@ def kmedian(
     by that centre's L1 move, a lower bound on the distance to every other centre shrinks by the
     largest move among them, and a row whose upper bound stays strictly below its lower bound keeps its
     centre. The labels are those of a full reassignment every round (ties still go to the lowest
-    centre, since a tie is never skipped)."""
+    centre, since a tie is never skipped; a relative slack of 1e-9 on the bounds covers their float
+    rounding)."""
     C = X[kmedian_pp_seeds(X, k, rng)].copy()  # (k, d)
     labels, upper, lower = _l1_two_nearest(X, C)
     converged, rounds = False, 0
@@ -152,11 +146,11 @@ def kmedian(
         second = float(np.max(np.delete(move, top))) if k > 1 else 0.0
         upper += move[labels]
         lower -= np.where(labels == top, second, move[top])
-        check = np.flatnonzero(upper >= lower)
+        check = np.flatnonzero(upper * _SLACK >= lower)
         new = labels.copy()
         if len(check):  # tighten the upper bound, then reassign the rows still in doubt
             upper[check] = _l1_to_own(X[check], C, labels[check])
-            doubt = check[upper[check] >= lower[check]]
+            doubt = check[upper[check] * _SLACK >= lower[check]]
             if len(doubt):
                 new[doubt], upper[doubt], lower[doubt] = _l1_two_nearest(X[doubt], C)
         moved = new != labels
