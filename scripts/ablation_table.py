@@ -15,15 +15,13 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-from scipy import stats
+
+from coldseg.bench.stats import t_interval
 
 
 def interval(x: np.ndarray) -> str:
-    m = 100 * x.mean()
-    if len(x) < 2:
-        return f"{m:+.2f}"
-    h = 100 * stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x))
-    return f"{m:+.2f} [{m - h:+.2f}, {m + h:+.2f}]"
+    m, lo, hi, n = t_interval(100 * np.asarray(x))
+    return f"{m:+.2f}" if n < 2 else f"{m:+.2f} [{lo:+.2f}, {hi:+.2f}]"
 
 
 def main() -> None:

@@ -1,0 +1,43 @@
+"""Issue 4's target, checked on benchmark folders: the gain of a strategy over `random` (mean of 5, 10
+and 20 %), whether any ratio is resolvably below random, and the 20 % / full-label Dice fraction.
+
+    python scripts/target_check.py docs/results/*_nested [--strategy kmedian] [--json]
+
+Default strategy: `coldseg.DEFAULT_STRATEGY`. Markdown table on stdout (one row per folder), or one
+JSON object per folder with --json. Folders without runs of the strategy are reported on stderr.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from coldseg import DEFAULT_STRATEGY
+from coldseg.bench.target import check_folder, markdown
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("folders", nargs="+", type=Path)
+    ap.add_argument("--strategy", default=DEFAULT_STRATEGY)
+    ap.add_argument("--ratios", default="5,10,20")
+    ap.add_argument("--json", action="store_true", help="one JSON object per folder instead of a table")
+    args = ap.parse_args(argv)
+    ratios = [float(r) for r in args.ratios.split(",")]
+    checks = []
+    for folder in args.folders:
+        try:
+            checks.append(check_folder(folder, args.strategy, ratios))
+        except (ValueError, OSError) as e:
+            print(f"skipped: {e}", file=sys.stderr)
+    if args.json:
+        for c in checks:
+            print(json.dumps(c.as_dict(), default=float))
+    elif checks:
+        print(markdown(checks))
+    return 0 if checks else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""Issue 4's acceptance test, read off benchmark folders: does a strategy beat ``random``?
+
+Three checks per folder (one dataset each), all on paired differences (seed s of the strategy against
+seed s of random, which share the split, the U-Net seed and, with ``--feature-seeds``, the encoder):
+
+  gain    mean over ratios of (strategy − random) Dice, averaged per seed, with a 95 % t-interval
+          over seeds (and over encoders when the folder shares encoders between seeds); the target
+          asks ≥ +1.0 point on the ``GAIN_DATASETS``;
+  below   at each ratio, whether the 95 % interval of the paired difference lies entirely below 0
+          (the target: never, on any dataset);
+  full    mean Dice at ``full_ratio`` % over the mean full-label Dice; the target asks ≥ 98 % at
+          20 % on ``FULL_DATASETS``.
+
+Whatever a folder's image size, device or split, the checks are computed the same way; the record
+carries those settings so that a 64 px CPU stand-in is never mistaken for the GPU target.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from coldseg.bench import results as R
+from coldseg.bench.stats import BASELINE, paired_differences, t_interval
+
+GAIN_DATASETS = ("isic2017", "kvasir_seg")
+FULL_DATASETS = ("isic2017",)
+
+
+@dataclass
+class TargetCheck:
+    folder: str
+    dataset: str
+    strategy: str
+    image_size: int | None
+    device: str
+    split: str                       # "test" or "validation"
+    ratios: list[float]
+    seeds: list[int]                 # seeds with every ratio for both the strategy and random
+    gain: float                      # Dice points (×100), mean over ratios then seeds
+    gain_lo: float
+    gain_hi: float
+    encoders: int | None             # feature seeds shared by the seeds, if any
+    gain_enc_lo: float = math.nan    # the interval taken over encoders instead of seeds
+    gain_enc_hi: float = math.nan
+    per_ratio: dict[str, list[float]] = field(default_factory=dict)   # ratio -> [mean, lo, hi, n] (points)
+    below: list[float] = field(default_factory=list)                  # ratios resolvably below random
+    full_fraction: float = math.nan  # mean Dice at full_ratio / mean full-label Dice
+    gain_target: float = 1.0
+
+    @property
+    def gain_met(self) -> bool | None:
+        """None where the dataset is not one the gain target names."""
+        return self.gain >= self.gain_target if self.dataset in GAIN_DATASETS else None
+
+    @property
+    def full_met(self) -> bool | None:
+        if self.dataset not in FULL_DATASETS or math.isnan(self.full_fraction):
+            return None
+        return self.full_fraction >= 0.98
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "gain_met": self.gain_met, "never_below": not self.below,
+                "full_met": self.full_met}
+
+
+def check_folder(folder: str | os.PathLike, strategy: str, ratios: list[float] | None = None,
+                 full_ratio: float = 20.0, gain_target: float = 1.0) -> TargetCheck:
+    """The three checks for ``strategy`` in one benchmark folder (ratios default to 5, 10, 20)."""
+    rows = R.read_results(folder)
+    if not rows:
+        raise ValueError(f"{folder}: no results.csv rows")
+    if not any(r["strategy"] == strategy for r in rows):
+        names = sorted({r["strategy"] for r in rows})
+        raise ValueError(f"{folder}: no runs of {strategy!r} (it holds {', '.join(names)})")
+    record = R.read_settings(folder) or {}
+    settings = record.get("settings", {})
+    ratios = [R.norm_ratio(r) for r in (ratios or [5, 10, 20])]
+    cell = {(r["strategy"], r["ratio"], r["seed"]): r["dice"] for r in rows}
+    seeds = sorted({s for (st, _, s) in cell if st == strategy}
+                   & {s for (st, _, s) in cell if st == BASELINE})
+    seeds = [s for s in seeds if all((st, r, s) in cell for st in (strategy, BASELINE) for r in ratios)]
+    per_seed = np.array([np.mean([cell[(strategy, r, s)] - cell[(BASELINE, r, s)] for r in ratios])
+                         for s in seeds])                                                  # (n_seeds,)
+    gain, lo, hi, _ = t_interval(per_seed) if len(seeds) else (math.nan,) * 4
+    encoders = settings.get("feature_seeds")
+    enc_lo = enc_hi = math.nan
+    if encoders and len(seeds):
+        per_enc = [per_seed[[s % encoders == e for s in seeds]] for e in range(encoders)]
+        _, enc_lo, enc_hi, _ = t_interval([g.mean() for g in per_enc if len(g)])
+    per_ratio, below = {}, []
+    for d in paired_differences(rows):
+        if d.strategy != strategy or d.metric != "dice" or d.ratio not in ratios:
+            continue
+        per_ratio[R.fmt_ratio(d.ratio)] = [100 * d.mean, 100 * d.lo, 100 * d.hi, d.n]
+        if d.hi < 0:
+            below.append(d.ratio)
+    at = [v for (st, r, _), v in cell.items() if st == strategy and r == R.norm_ratio(full_ratio)]
+    full = [v for (st, _, _), v in cell.items() if st == R.FULL]
+    frac = float(np.mean(at) / np.mean(full)) if at and full else math.nan
+    dataset = rows[0]["dataset"]
+    return TargetCheck(
+        folder=str(folder), dataset=dataset, strategy=strategy, image_size=settings.get("image_size"),
+        device=_device(record, rows), split=settings.get("evaluate_on", "test"), ratios=ratios, seeds=seeds,
+        gain=100 * gain, gain_lo=100 * lo, gain_hi=100 * hi, encoders=encoders,
+        gain_enc_lo=100 * enc_lo, gain_enc_hi=100 * enc_hi, per_ratio=per_ratio, below=below,
+        full_fraction=frac, gain_target=gain_target)
+
+
+def _device(record: dict[str, Any], rows: list[dict[str, Any]]) -> str:
+    devices = sorted({r["device"] for r in rows})
+    return ",".join(devices) if devices else str(record.get("sessions", [{}])[-1].get("device", "?"))
+
+
+def markdown(checks: list[TargetCheck]) -> str:
+    """One row per folder: the gain with its intervals, the ratios below random, the full fraction."""
+    def verdict(v: bool | None) -> str:
+        return "n/a" if v is None else ("met" if v else "NOT met")
+
+    lines = ["| dataset | split | px, device | strategy | seeds | gain (points) [95 % over seeds] | over encoders "
+             "| per ratio | below random at | 20 % / full | gain ≥ +1 | never below | ≥ 98 % of full |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for c in checks:
+        enc = f"[{c.gain_enc_lo:+.2f}, {c.gain_enc_hi:+.2f}] ({c.encoders})" if (c.encoders or 0) > 1 else "–"
+        per = "; ".join(f"{r}%: {v[0]:+.2f}" for r, v in c.per_ratio.items())
+        below = ", ".join(f"{R.fmt_ratio(r)}%" for r in c.below) or "none"
+        full = "–" if math.isnan(c.full_fraction) else f"{100 * c.full_fraction:.1f} %"
+        lines.append(
+            f"| {c.dataset} | {c.split} | {c.image_size}, {c.device} | `{c.strategy}` | {len(c.seeds)} "
+            f"| {c.gain:+.2f} [{c.gain_lo:+.2f}, {c.gain_hi:+.2f}] | {enc} | {per} | {below} | {full} "
+            f"| {verdict(c.gain_met)} | {verdict(not c.below)} | {verdict(c.full_met)} |")
+    return "\n".join(lines)

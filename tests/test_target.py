@@ -1,0 +1,97 @@
+"""coldseg.bench.target: issue 4's acceptance checks computed from a results folder."""
+import json
+import math
+
+import pytest
+
+from coldseg.bench.target import check_folder, markdown
+
+HEADER = "dataset,strategy,ratio,n_labeled,seed,dice,hd95,train_seconds,device"
+
+
+def _folder(tmp_path, dataset, gains, *, full=0.80, base=0.70, encoders=None, extra=()):
+    """random at ``base``; strategy x at base + gains[ratio][seed]; full-label runs at ``full``."""
+    rows = [HEADER]
+    seeds = range(len(next(iter(gains.values()))))
+    for ratio, g in gains.items():
+        for seed in seeds:
+            rows.append(f"{dataset},random,{ratio},4,{seed},{base},1,1,cpu")
+            rows.append(f"{dataset},x,{ratio},4,{seed},{base + g[seed]},1,1,cpu")
+    rows += [f"{dataset},full,100,40,{seed},{full},1,1,cpu" for seed in seeds]
+    rows += list(extra)
+    (tmp_path / "results.csv").write_text("\n".join(rows) + "\n")
+    settings = {"image_size": 64, **({"feature_seeds": encoders} if encoders else {})}
+    (tmp_path / "settings.json").write_text(json.dumps({"settings": settings, "sessions": []}))
+    return tmp_path
+
+
+def test_gain_is_mean_over_ratios_then_seeds_in_points(tmp_path):
+    gains = {5: [0.02, 0.00, 0.01], 10: [0.02, 0.02, 0.02], 20: [0.02, 0.01, 0.00]}
+    c = check_folder(_folder(tmp_path, "kvasir_seg", gains), "x")
+    # per seed: (2+2+2)/3 = 2, (0+2+1)/3 = 1, (1+2+0)/3 = 1 -> mean 4/3 points
+    assert c.gain == pytest.approx(4 / 3)
+    assert c.gain_lo < c.gain < c.gain_hi
+    assert c.seeds == [0, 1, 2] and c.dataset == "kvasir_seg" and c.image_size == 64
+    assert c.gain_met is True and c.below == [] and c.full_met is None   # full target: isic only
+    assert c.per_ratio["10"][0] == pytest.approx(2.0) and c.per_ratio["10"][3] == 3
+
+
+def test_a_ratio_resolvably_below_random_fails_never_below(tmp_path):
+    gains = {5: [0.01, 0.02, 0.00], 10: [0.0, 0.01, -0.01], 20: [-0.03, -0.031, -0.029]}
+    c = check_folder(_folder(tmp_path, "mass_roads", gains), "x")
+    assert c.below == [20.0]
+    assert c.gain_met is None                           # gain target names isic2017 and kvasir_seg only
+    assert c.as_dict()["never_below"] is False
+    assert "20%" in markdown([c]).splitlines()[-1]
+
+
+def test_full_fraction_at_20_percent_on_isic(tmp_path):
+    gains = {5: [0.0, 0.0], 10: [0.0, 0.0], 20: [0.09, 0.09]}    # 0.79 vs full 0.80
+    c = check_folder(_folder(tmp_path, "isic2017", gains), "x")
+    assert c.full_fraction == pytest.approx(0.79 / 0.80)
+    assert c.full_met is True
+    c = check_folder(_folder(tmp_path, "isic2017", {5: [0, 0], 10: [0, 0], 20: [0.05, 0.05]}), "x")
+    assert c.full_fraction == pytest.approx(0.75 / 0.80) and c.full_met is False
+
+
+def test_encoder_interval_is_over_encoders_and_wider(tmp_path):
+    g = [0.01, 0.03, 0.012, 0.028]                       # seeds 0, 2 on encoder 0; 1, 3 on encoder 1
+    c = check_folder(_folder(tmp_path, "kvasir_seg", {5: g, 10: g, 20: g}, encoders=2), "x")
+    assert c.encoders == 2
+    assert c.gain_enc_hi - c.gain_enc_lo > c.gain_hi - c.gain_lo
+    assert "(2)" in markdown([c])
+
+
+def test_seeds_missing_a_ratio_are_left_out_of_the_gain(tmp_path):
+    gains = {5: [0.01, 0.01], 10: [0.01, 0.01]}
+    extra = ["kvasir_seg,random,20,4,0,0.7,1,1,cpu", "kvasir_seg,x,20,4,0,0.72,1,1,cpu"]
+    c = check_folder(_folder(tmp_path, "kvasir_seg", gains, extra=extra), "x")
+    assert c.seeds == [0]
+    assert math.isnan(c.gain_lo) and c.gain == pytest.approx((1 + 1 + 2) / 3)
+
+
+def test_clear_errors(tmp_path):
+    with pytest.raises(ValueError, match="no results.csv rows"):
+        check_folder(tmp_path, "x")
+    _folder(tmp_path, "kvasir_seg", {5: [0.0, 0.0]})
+    with pytest.raises(ValueError, match="no runs of 'kmedian'.*random"):
+        check_folder(tmp_path, "kmedian")
+
+
+def test_script_prints_a_table_and_json(tmp_path, capsys):
+    import runpy
+    import sys
+    from pathlib import Path
+
+    folder = _folder(tmp_path, "kvasir_seg", {5: [0.01, 0.02], 10: [0.01, 0.02], 20: [0.01, 0.02]})
+    script = str(Path(__file__).parents[1] / "scripts" / "target_check.py")
+    old = sys.argv
+    try:
+        sys.argv = [script, str(folder), "--strategy", "x", "--json"]
+        with pytest.raises(SystemExit) as e:
+            runpy.run_path(script, run_name="__main__")
+    finally:
+        sys.argv = old
+    assert e.value.code == 0
+    rec = json.loads(capsys.readouterr().out.splitlines()[0])
+    assert rec["gain"] == pytest.approx(1.5) and rec["gain_met"] is True and rec["never_below"] is True
