@@ -53,6 +53,7 @@ if [[ ,$STAGES, == *,sweep,* ]]; then
     --device $DEVICE --stack $STACK --quiet
   echo "sweep rc=$? wall_s=$(python3 -c "print(round($(date +%s.%N)-$start,1))")" | tee "$OUT/sweep_time.txt"
   python3 -m coldseg.cli report "$BENCH" >/dev/null 2>&1
+  python3 scripts/target_check.py "$BENCH" | tee "$OUT/target_check.md"   # issue 4's checks for the default
   tar czf "$OUT/bench.tgz" --exclude='*.pt' -C "$(dirname "$BENCH")" "$(basename "$BENCH")"
   tail -n 40 "$BENCH/report.md" 2>/dev/null
 fi
