@@ -70,6 +70,13 @@ def test_seeds_missing_a_ratio_are_left_out_of_the_gain(tmp_path):
     assert math.isnan(c.gain_lo) and c.gain == pytest.approx((1 + 1 + 2) / 3)
 
 
+def test_no_seed_with_every_ratio_says_so(tmp_path):
+    c = check_folder(_folder(tmp_path, "kvasir_seg", {10: [0.01, 0.02], 20: [0.01, 0.02]}), "x")
+    assert c.seeds == [] and c.gain_met is None
+    assert "no seed ran 5, 10, 20 % for both" in markdown([c])
+    assert c.per_ratio["10"][0] == pytest.approx(1.5)
+
+
 def test_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="no results.csv rows"):
         check_folder(tmp_path, "x")

@@ -53,8 +53,10 @@ class TargetCheck:
 
     @property
     def gain_met(self) -> bool | None:
-        """None where the dataset is not one the gain target names."""
-        return self.gain >= self.gain_target if self.dataset in GAIN_DATASETS else None
+        """None where the dataset is not one the gain target names, or no seed ran every ratio."""
+        if self.dataset not in GAIN_DATASETS or not self.seeds:
+            return None
+        return self.gain >= self.gain_target
 
     @property
     def full_met(self) -> bool | None:
@@ -125,11 +127,15 @@ def markdown(checks: list[TargetCheck]) -> str:
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for c in checks:
         enc = f"[{c.gain_enc_lo:+.2f}, {c.gain_enc_hi:+.2f}] ({c.encoders})" if (c.encoders or 0) > 1 else "–"
+        gain = (f"{c.gain:+.2f} [{c.gain_lo:+.2f}, {c.gain_hi:+.2f}]" if c.seeds else
+                "– (no seed ran " + ", ".join(f"{R.fmt_ratio(r)}" for r in c.ratios) + " % for both)")
+        if not c.seeds:
+            enc = "–"
         per = "; ".join(f"{r}%: {v[0]:+.2f}" for r, v in c.per_ratio.items())
         below = ", ".join(f"{R.fmt_ratio(r)}%" for r in c.below) or "none"
         full = "–" if math.isnan(c.full_fraction) else f"{100 * c.full_fraction:.1f} %"
         lines.append(
             f"| {c.dataset} | {c.split} | {c.image_size}, {c.device} | `{c.strategy}` | {len(c.seeds)} "
-            f"| {c.gain:+.2f} [{c.gain_lo:+.2f}, {c.gain_hi:+.2f}] | {enc} | {per} | {below} | {full} "
+            f"| {gain} | {enc} | {per} | {below} | {full} "
             f"| {verdict(c.gain_met)} | {verdict(not c.below)} | {verdict(c.full_met)} |")
     return "\n".join(lines)
