@@ -3,10 +3,11 @@
 For each features file (rows = pool images), strategy and budget, prints one markdown row:
 
 - ``density rank``: mean percentile (0 = sparsest, 1 = densest) of the picks' typicality, typicality =
-  1 / mean cosine distance to the ``--k`` nearest other rows (Hacohen et al. 2022). A uniform random
+  1 / mean distance to the ``--k`` nearest other rows of the unit-normalised features (TypiClust's
+  ``typicality``, Hacohen et al. 2022). A uniform random
   draw averages 0.5; below it, the picks lean to the sparse fringe, above it to dense modes.
 - ``cover``: mean Euclidean distance (unit-normalised features) from every pool row to its nearest
-  pick, the K-median objective: lower means the pool is better represented by the picks.
+  pick (a K-median-style objective): lower means the pool is better represented by the picks.
 
     python scripts/pick_density.py docs/results/kvasir_seg_cpu64_validation_nested/features/moco-seed*.npy \\
         --strategies random,ca,ca-typical,kmedian,typiclust,probcover --ratios 5,10,20
@@ -19,27 +20,23 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from sklearn.neighbors import NearestNeighbors
 
 from coldseg.data.splits import subset_size
+from coldseg.select.kmeans import _assign_numpy
 from coldseg.select.registry import get_selector
+from coldseg.select.typiclust import typicality
 
 
 def density_rank(Xn: np.ndarray, k: int) -> np.ndarray:
     """(n,) percentile of each row's typicality among the rows (0 sparsest, 1 densest)."""
-    dist, _ = NearestNeighbors(n_neighbors=min(k + 1, len(Xn))).fit(Xn).kneighbors(Xn)
-    typ = 1.0 / np.maximum(dist[:, 1:].mean(axis=1), 1e-12)
+    typ = typicality(Xn, k)
     return typ.argsort().argsort() / max(len(typ) - 1, 1)
 
 
-def cover(Xn: np.ndarray, picks: np.ndarray, chunk: int = 4096) -> float:
-    """Mean distance of every row of Xn (n, d) to its nearest pick, chunked (no n × n matrix)."""
+def cover(Xn: np.ndarray, picks: np.ndarray) -> float:
+    """Mean Euclidean distance of every row of Xn (n, d) to its nearest pick (chunked, no n × n matrix)."""
     P = Xn[picks]
-    total = 0.0
-    for s in range(0, len(Xn), chunk):
-        D = ((Xn[s:s + chunk, None, :] - P[None]) ** 2).sum(-1)
-        total += float(np.sqrt(np.maximum(D.min(axis=1), 0)).sum())
-    return total / len(Xn)
+    return float(np.linalg.norm(Xn - P[_assign_numpy(Xn, P)], axis=1).mean())
 
 
 def main() -> None:

@@ -24,7 +24,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ratios", default="5,10,20")
     ap.add_argument("--json", action="store_true", help="one JSON object per folder instead of a table")
     args = ap.parse_args(argv)
-    ratios = [float(r) for r in args.ratios.split(",")]
+    try:
+        ratios = [float(r) for r in args.ratios.split(",")]
+    except ValueError:
+        ap.error(f"--ratios {args.ratios!r}: give percentages separated by commas, e.g. 5,10,20")
     checks = []
     for folder in args.folders:
         try:

@@ -78,7 +78,7 @@ def test_no_seed_with_every_ratio_says_so(tmp_path):
 
 
 def test_clear_errors(tmp_path):
-    with pytest.raises(ValueError, match="no results.csv rows"):
+    with pytest.raises(ValueError, match="no benchmark results.*coldseg benchmark --out"):
         check_folder(tmp_path, "x")
     _folder(tmp_path, "kvasir_seg", {5: [0.0, 0.0]})
     with pytest.raises(ValueError, match="no runs of 'kmedian'.*random"):

@@ -74,7 +74,8 @@ def check_folder(folder: str | os.PathLike, strategy: str, ratios: list[float] |
     """The three checks for ``strategy`` in one benchmark folder (ratios default to 5, 10, 20)."""
     rows = R.read_results(folder)
     if not rows:
-        raise ValueError(f"{folder}: no results.csv rows")
+        raise ValueError(f"{folder}: no benchmark results (results.csv missing or empty); "
+                         "give a folder written by `coldseg benchmark --out`")
     if not any(r["strategy"] == strategy for r in rows):
         names = sorted({r["strategy"] for r in rows})
         raise ValueError(f"{folder}: no runs of {strategy!r} (it holds {', '.join(names)})")
@@ -106,15 +107,10 @@ def check_folder(folder: str | os.PathLike, strategy: str, ratios: list[float] |
     dataset = rows[0]["dataset"]
     return TargetCheck(
         folder=str(folder), dataset=dataset, strategy=strategy, image_size=settings.get("image_size"),
-        device=_device(record, rows), split=settings.get("evaluate_on", "test"), ratios=ratios, seeds=seeds,
+        device=",".join(sorted({r["device"] for r in rows})), split=settings.get("evaluate_on", "test"), ratios=ratios, seeds=seeds,
         gain=100 * gain, gain_lo=100 * lo, gain_hi=100 * hi, encoders=encoders,
         gain_enc_lo=100 * enc_lo, gain_enc_hi=100 * enc_hi, per_ratio=per_ratio, below=below,
         full_fraction=frac, gain_target=gain_target)
-
-
-def _device(record: dict[str, Any], rows: list[dict[str, Any]]) -> str:
-    devices = sorted({r["device"] for r in rows})
-    return ",".join(devices) if devices else str(record.get("sessions", [{}])[-1].get("device", "?"))
 
 
 def markdown(checks: list[TargetCheck]) -> str:
