@@ -134,5 +134,6 @@ _BUILTIN_MODULES: list[str] = [
     "coldseg.select.typiclust",
     "coldseg.select.probcover",
     "coldseg.select.ca_typical",
+    "coldseg.select.herding",
 ]
 

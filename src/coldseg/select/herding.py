@@ -1,0 +1,117 @@
+"""Kernel herding: the picks whose feature distribution is closest to the pool's (greedy MMD).
+
+A random draw matches the pool's distribution only on average; a clustering selector (K-median, FPS)
+covers the feature space, which is not the same thing: its picks over-represent sparse regions, where
+one centre covers few images. This selector picks so that the picks, as a sample, match the pool.
+
+The distance between the two distributions is the maximum mean discrepancy (Gretton et al. 2012) with
+a Gaussian kernel k(x, y) = exp(-|x - y|^2 / h) on unit-normalised rows (``normalize=True``, the MoCo
+geometry), h = the median squared distance between rows (the median heuristic, on a 2,000-row sample).
+With S the picks so far (m = |S| + 1 after the next one), mu(x) = mean_j k(x, x_j) over the pool and
+s(x) = sum over S of k(x, p), adding x changes MMD^2(S) by an amount that is smallest for
+
+    x* = argmax  mu(x) - (s(x) + 1/2) / m
+
+(the greedy minimiser of MMD^2 between the picks and the pool; Chen, Welling & Smola 2010 call the
+same recursion kernel herding). The first pick is the densest row (largest mu); later picks trade
+density against the kernel mass already picked nearby. Ties: the lower row index. The result is
+deterministic; ``random_state`` only chooses the bandwidth and landmark samples of large pools.
+
+Cost: mu needs every row against every row, chunked (no n x n matrix); above ``exact_below`` rows
+it is estimated against ``landmarks`` random rows instead. Each pick then costs one pass over the
+rows (n·d), so the whole selection is O(n·(L + budget)·d) time and O(n) memory besides X.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from coldseg.select.base import Selection, Selector, check_positive_ints, distances_to_mean
+from coldseg.select.registry import register
+
+_CHUNK_ELEMS = 1 << 22  # kernel entries per block of the mu computation (16 MB in float32)
+_BANDWIDTH_SAMPLE = 2000
+
+
+def unit_rows(X: np.ndarray) -> np.ndarray:
+    """Rows of X (n, d) scaled to unit Euclidean length (all-zero rows stay zero); a new array."""
+    norms = np.linalg.norm(X, axis=1, keepdims=True)
+    return X / np.maximum(norms, np.finfo(X.dtype).tiny)
+
+
+def median_bandwidth(X: np.ndarray, rng: np.random.Generator, sample: int = _BANDWIDTH_SAMPLE) -> float:
+    """Median squared Euclidean distance between distinct rows of X (n, d), on <= ``sample`` rows.
+
+    Falls back to the mean squared distance, then 1.0, when the median is 0 (mostly duplicate rows).
+    """
+    n = X.shape[0]
+    S = X if n <= sample else X[np.sort(rng.choice(n, sample, replace=False))]
+    S = S.astype(np.float64)
+    sq = (S * S).sum(1)
+    D2 = np.maximum(sq[:, None] + sq[None, :] - 2.0 * S @ S.T, 0.0)   # (s, s)
+    iu = np.triu_indices(S.shape[0], 1)
+    d = D2[iu]
+    if d.size == 0:
+        return 1.0
+    h = float(np.median(d))
+    if h <= 0.0:
+        h = float(d.mean())
+    return h if h > 0.0 else 1.0
+
+
+def gaussian_kernel(A: np.ndarray, B: np.ndarray, h: float) -> np.ndarray:
+    """exp(-|a - b|^2 / h) for every row pair of A (a, d) and B (b, d): (a, b), in A's dtype."""
+    d2 = (A * A).sum(1)[:, None] + (B * B).sum(1)[None, :] - 2.0 * (A @ B.T)
+    return np.exp(-np.maximum(d2, 0.0) / h)
+
+
+def mean_kernel(X: np.ndarray, L: np.ndarray, h: float) -> np.ndarray:
+    """(n,) float64 mean over the rows of L (l, d) of the kernel with each row of X (n, d), chunked."""
+    out = np.empty(X.shape[0], dtype=np.float64)
+    step = max(1, _CHUNK_ELEMS // max(L.shape[0], 1))
+    for s in range(0, X.shape[0], step):
+        out[s : s + step] = gaussian_kernel(X[s : s + step], L, h).mean(axis=1, dtype=np.float64)
+    return out
+
+
+@register
+class KernelHerding(Selector):
+    """Greedy MMD: the picks that, as a sample, best match the pool's feature distribution."""
+
+    name = "herding"
+    summary = "kernel herding (greedy MMD, Gaussian kernel): picks distributed like the pool"
+
+    def __init__(self, normalize: bool = True, exact_below: int = 20000, landmarks: int = 4096):
+        self.normalize = normalize
+        self.exact_below = exact_below
+        self.landmarks = landmarks
+
+    def _select(self, X: np.ndarray, budget: int, rng: np.random.Generator) -> Selection:
+        check_positive_ints(self, "exact_below", "landmarks")
+        n = X.shape[0]
+        Z = unit_rows(X) if self.normalize else X                       # (n, d)
+        h = median_bandwidth(Z, rng)
+        exact = n <= int(self.exact_below)
+        L = Z if exact else Z[np.sort(rng.choice(n, min(n, int(self.landmarks)), replace=False))]
+        mu = mean_kernel(Z, L, h)                                       # (n,)
+        s = np.zeros(n, dtype=np.float64)                               # kernel mass of the picks
+        taken = np.zeros(n, dtype=bool)
+        idx = np.empty(budget, dtype=np.int64)
+        zsq = (Z * Z).sum(1)
+        for t in range(budget):
+            score = mu - (s + 0.5) / (t + 1)
+            score[taken] = -np.inf
+            p = int(np.argmax(score))                                   # first max: the lower index
+            idx[t] = p
+            taken[p] = True
+            d2 = np.maximum(zsq + zsq[p] - 2.0 * (Z @ Z[p]), 0.0)
+            s += np.exp(-d2 / h)
+        info = {"bandwidth": h, "normalize": bool(self.normalize), "mu": "exact" if exact else
+                f"{L.shape[0]} landmarks", "mmd": float(np.sqrt(max(mmd2(Z, idx, h, mu), 0.0)))}
+        return Selection(idx, np.full(budget, -1, dtype=np.int64), distances_to_mean(X, idx), info=info)
+
+
+def mmd2(Z: np.ndarray, picks: np.ndarray, h: float, mu: np.ndarray) -> float:
+    """MMD^2 between the rows ``picks`` of Z and all of Z, up to mean(mu)'s estimate of the pool term."""
+    P = Z[picks]
+    within = float(gaussian_kernel(P, P, h).mean(dtype=np.float64)) if len(picks) <= 20000 else float("nan")
+    return within - 2.0 * float(mu[picks].mean()) + float(mu.mean())

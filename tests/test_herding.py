@@ -1,0 +1,71 @@
+"""Kernel herding (greedy MMD): picks distributed like the pool, deterministic, O(n) memory paths."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from coldseg.select.herding import gaussian_kernel, mean_kernel, median_bandwidth, mmd2, unit_rows
+from coldseg.select.registry import get_selector
+
+
+def _blobs(sizes, d=8, seed=0, spread=0.05):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(len(sizes), d)) * 3
+    X = np.concatenate([c + spread * rng.normal(size=(m, d)) for c, m in zip(centres, sizes)])
+    labels = np.repeat(np.arange(len(sizes)), sizes)
+    return X.astype(np.float32), labels
+
+
+def _mmd(X, picks):
+    Z = unit_rows(X.astype(np.float64))
+    h = median_bandwidth(Z, np.random.default_rng(0))
+    return mmd2(Z, picks, h, mean_kernel(Z, Z, h))
+
+
+def test_mean_kernel_matches_the_dense_formula():
+    X = np.random.default_rng(1).normal(size=(50, 4))
+    h = 2.0
+    dense = np.exp(-((X[:, None] - X[None]) ** 2).sum(-1) / h).mean(1)
+    np.testing.assert_allclose(mean_kernel(X, X, h), dense, rtol=1e-10)
+    np.testing.assert_allclose(gaussian_kernel(X[:3], X[:3], h).diagonal(), 1.0)
+
+
+def test_picks_follow_cluster_sizes():
+    # 3 well-separated groups of 700/200/100 rows: a 40-pick sample matching the pool holds 28/8/4
+    X, labels = _blobs([700, 200, 100])
+    sel = get_selector("herding").select(X, 40, random_state=0)
+    counts = np.bincount(labels[sel.indices], minlength=3)
+    assert counts.tolist() == [28, 8, 4]
+    assert len(set(sel.indices.tolist())) == 40
+
+
+def test_lower_mmd_than_random_draws():
+    X, _ = _blobs([300, 150, 50, 20], d=16, spread=0.6)
+    herd = _mmd(X, get_selector("herding").select(X, 25, random_state=0).indices)
+    rand = [_mmd(X, get_selector("random").select(X, 25, random_state=s).indices) for s in range(10)]
+    assert herd < min(rand)
+
+
+def test_deterministic_and_seed_free_on_small_pools():
+    X, _ = _blobs([120, 60])
+    a = get_selector("herding").select(X, 15, random_state=0).indices
+    b = get_selector("herding").select(X, 15, random_state=123).indices
+    assert a.tolist() == b.tolist()
+
+
+def test_landmark_estimate_on_large_pools_stays_close():
+    X, _ = _blobs([600, 300, 100], d=8, spread=0.5, seed=3)
+    exact = get_selector("herding").select(X, 30, random_state=0)
+    approx = get_selector("herding", exact_below=100, landmarks=400).select(X, 30, random_state=0)
+    assert approx.info["mu"] == "400 landmarks" and exact.info["mu"] == "exact"
+    assert len(set(approx.indices.tolist())) == 30
+    assert _mmd(X, approx.indices) < 2 * _mmd(X, exact.indices) + 1e-4
+
+
+def test_duplicate_rows_and_bad_parameters():
+    X = np.ones((10, 3), np.float32)
+    sel = get_selector("herding").select(X, 4, random_state=0)
+    assert sorted(sel.indices.tolist()) == sorted(set(sel.indices.tolist()))
+    assert sel.info["bandwidth"] == 1.0
+    with pytest.raises(ValueError, match="landmarks"):
+        get_selector("herding", landmarks=0).select(X, 2)
