@@ -1,0 +1,41 @@
+"""Which measure of a picked set moves with the Dice it trains to? (``coldseg.bench.causes``)
+
+    python scripts/set_stats.py docs/results/isic2017_cpu64_validation_nested [--json] [--boot 1000]
+
+Prints, per folder, the within-(ratio, seed) correlation of Dice with label-free measures of the
+picks (cover, density, MMD to the pool, image contrast) and with label-based ones (foreground
+fraction, share of small foregrounds), then each strategy's mean measures. Use validation folders to
+look for causes; on a test folder this reads test scores.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from coldseg.bench.causes import STATS, correlations, load_folder, markdown, measure_runs, strategy_means, to_json
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("folders", nargs="+", type=Path)
+    ap.add_argument("--boot", type=int, default=1000, help="bootstrap resamples (default 1000)")
+    ap.add_argument("--json", action="store_true", help="print the correlations as JSON instead")
+    a = ap.parse_args(argv)
+    for folder in a.folders:
+        try:
+            runs, ids, features_of, fg, contrast = load_folder(folder)
+            rows = measure_runs(runs, ids, features_of, fg, contrast)
+        except ValueError as err:
+            print(f"set_stats: {err}", file=sys.stderr)
+            return 2
+        corrs = correlations(rows, STATS, boot=a.boot)
+        if a.json:
+            print(to_json(corrs))
+            continue
+        print(f"## {folder.name}\n\n{markdown(corrs)}\n\n{strategy_means(rows, STATS)}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,229 @@
+"""What about a picked set predicts the Dice it trains to? Read off a benchmark folder.
+
+Every row of ``runs.jsonl`` names the images a run trained on (``ids``). For each run this module
+measures the picked set, then asks which measure moves with Dice once the ratio and the seed are held
+fixed: runs are grouped by (ratio, seed), which share the budget, the U-Net seed and the encoder, and
+both Dice and the measure are centred inside each group, so only differences between strategies on
+the same footing are correlated (a paired, fixed-effects reading). The 95 % interval is a bootstrap
+over runs.
+
+Label-free measures (a selector could optimise them), on the run's own encoder features
+(``features/<kind>-seed<s % F>.npy``), rows unit-normalised:
+  cover    mean distance from every pool row to its nearest pick (lower: better covered)
+  density  mean percentile of the picks' typicality (0.5 for a uniform draw)
+  mmd      maximum mean discrepancy, Gaussian kernel, median bandwidth, picks vs the pool
+
+Label-based measures (a selector cannot see them; they say what the selection should have
+controlled), from the masks:
+  fg       mean foreground fraction of the picked masks
+  small    share of picks whose foreground covers < 5 % of the image
+
+Image measures (label-free, from pixels): ``contrast``, the mean per-image standard deviation.
+
+Use it on validation folders to find causes; reading test folders this way is reading test scores.
+"""
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from coldseg.bench import results as R
+
+SMALL_FOREGROUND = 0.05
+STATS = ("cover", "density", "mmd", "fg", "small", "contrast")
+LABEL_BASED = ("fg", "small")
+
+
+@dataclass
+class Correlation:
+    stat: str
+    ratio: float | None          # None: all ratios pooled
+    r: float
+    low: float
+    high: float
+    n: int
+
+
+def centred_within(rows: Sequence[dict[str, Any]], keys: Sequence[str],
+                   by: Sequence[str] = ("ratio", "seed")) -> dict[str, np.ndarray]:
+    """Each of ``keys`` minus its mean inside the group of rows sharing ``by``; groups of one dropped.
+
+    Returns key -> (m,) array in a fixed row order, plus ``"ratio"`` for each kept row.
+    """
+    groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        groups[tuple(row[b] for b in by)].append(row)
+    out: dict[str, list[float]] = {k: [] for k in (*keys, "ratio")}
+    for group in groups.values():
+        if len(group) < 2:
+            continue
+        for k in keys:
+            v = np.array([float(g[k]) for g in group])
+            out[k].extend(v - v.mean())
+        out["ratio"].extend(float(g["ratio"]) for g in group)
+    return {k: np.asarray(v, dtype=np.float64) for k, v in out.items()}
+
+
+def correlation(x: np.ndarray, y: np.ndarray, *, boot: int = 1000, seed: int = 0) -> tuple[float, float, float]:
+    """Pearson r of x and y (n,) and a percentile-bootstrap 95 % interval; nan when either is constant."""
+    def r_of(a: np.ndarray, b: np.ndarray) -> float:
+        sa, sb = a.std(), b.std()
+        return float(((a - a.mean()) * (b - b.mean())).mean() / (sa * sb)) if sa > 0 and sb > 0 else float("nan")
+
+    r = r_of(x, y)
+    if not np.isfinite(r) or len(x) < 3:
+        return r, float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    draws = [r_of(x[i], y[i]) for i in (rng.integers(0, len(x), len(x)) for _ in range(boot))]
+    draws = [d for d in draws if np.isfinite(d)]
+    low, high = np.percentile(draws, [2.5, 97.5]) if draws else (float("nan"),) * 2
+    return r, float(low), float(high)
+
+
+def correlations(rows: Sequence[dict[str, Any]], stats: Sequence[str], *, boot: int = 1000
+                 ) -> list[Correlation]:
+    """For each stat: the within-(ratio, seed) correlation with Dice, all ratios pooled and per ratio."""
+    c = centred_within(rows, (*stats, "dice"))
+    out = []
+    ratios = sorted(set(c["ratio"].tolist()))
+    for stat in stats:
+        for ratio in (None, *ratios):
+            m = np.ones(len(c["dice"]), bool) if ratio is None else c["ratio"] == ratio
+            r, low, high = correlation(c[stat][m], c["dice"][m], boot=boot)
+            out.append(Correlation(stat, ratio, r, low, high, int(m.sum())))
+    return out
+
+
+# ----------------------------------------------------------------------------- measures of a set
+def unit(X: np.ndarray) -> np.ndarray:
+    from coldseg.select.herding import unit_rows
+
+    return unit_rows(np.asarray(X, dtype=np.float64))
+
+
+class FeatureMeasures:
+    """Label-free measures of pick sets on one encoder's pool features (rows = pool order)."""
+
+    def __init__(self, X: np.ndarray, k: int = 20):
+        from coldseg.select.herding import mean_kernel, median_bandwidth
+        from coldseg.select.typiclust import typicality
+
+        self.Z = unit(X)                                              # (n, d)
+        typ = typicality(self.Z, k)
+        self.rank = typ.argsort().argsort() / max(len(typ) - 1, 1)    # (n,) density percentile
+        self.h = median_bandwidth(self.Z, np.random.default_rng(0))
+        self.mu = mean_kernel(self.Z, self.Z, self.h)                 # (n,) chunked, no n x n matrix
+
+    def __call__(self, picks: np.ndarray) -> dict[str, float]:
+        from coldseg.select.herding import mmd2
+        from coldseg.select.kmeans import _assign_numpy
+
+        P = self.Z[picks]
+        cover = float(np.linalg.norm(self.Z - P[_assign_numpy(self.Z, P)], axis=1).mean())
+        return {"cover": cover, "density": float(self.rank[picks].mean()),
+                "mmd": float(np.sqrt(max(mmd2(self.Z, picks, self.h, self.mu), 0.0)))}
+
+
+def mask_measures(fg: np.ndarray, picks: np.ndarray) -> dict[str, float]:
+    """``fg`` (n,) foreground fraction of every pool mask -> the label-based measures of ``picks``."""
+    f = fg[picks]
+    return {"fg": float(f.mean()), "small": float((f < SMALL_FOREGROUND).mean())}
+
+
+def measure_runs(runs: Sequence[dict[str, Any]], pool_ids: Sequence[str], features_of: Callable[[int], np.ndarray],
+                 fg: np.ndarray, contrast: np.ndarray) -> list[dict[str, Any]]:
+    """One row per non-full run: strategy, ratio, seed, dice and every measure of its picked set.
+
+    ``features_of(seed)`` gives the pool features the run selected from (rows in ``pool_ids`` order).
+    """
+    pos = {i: j for j, i in enumerate(pool_ids)}
+    cache: dict[int, FeatureMeasures] = {}
+    rows = []
+    for run in runs:
+        if run["strategy"] == R.FULL or float(run["ratio"]) >= 100.0:
+            continue
+        missing = [i for i in run["ids"] if i not in pos]
+        if missing:
+            raise ValueError(f"run {run['strategy']}/{run['ratio']}%/seed{run['seed']} trained on ids outside "
+                             f"the pool ({missing[:3]}...): the folder's settings do not rebuild its split")
+        picks = np.array([pos[i] for i in run["ids"]], dtype=np.int64)
+        X = features_of(int(run["seed"]))
+        key = id(X)
+        if key not in cache:
+            cache[key] = FeatureMeasures(X)
+        rows.append({"strategy": run["strategy"], "ratio": float(run["ratio"]), "seed": int(run["seed"]),
+                     "dice": 100.0 * float(run["dice"]), **cache[key](picks), **mask_measures(fg, picks),
+                     "contrast": float(contrast[picks].mean())})
+    return rows
+
+
+def load_folder(folder: str | Path) -> tuple[list[dict[str, Any]], list[str], Callable[[int], np.ndarray],
+                                            np.ndarray, np.ndarray]:
+    """(runs, pool ids, features_of, fg, contrast) of a benchmark folder, its split rebuilt from settings.json."""
+    from coldseg.bench.sweep import BenchmarkConfig, evaluation_split
+    from coldseg.data.pairs import load_pairs
+
+    folder = Path(folder)
+    st = (R.read_settings(folder) or {}).get("settings")
+    if not st or not (folder / "runs.jsonl").is_file():
+        raise ValueError(f"{str(folder)!r} is not a benchmark folder (settings.json and runs.jsonl are needed)")
+    cfg = BenchmarkConfig(st["dataset"], folder, [], [], [], image_size=st["image_size"],
+                          test_fraction=st["test_fraction"], split_seed=st["split_seed"],
+                          evaluate_on=st.get("evaluate_on", "test"))
+    pairs = load_pairs(st["dataset"], st["image_size"], progress=False, masks_dir=st.get("masks_dir", "masks"),
+                       multiclass=st.get("multiclass", False))
+    pool_idx, _ = evaluation_split(cfg, pairs.ids, pairs.groups)
+    fg = (pairs.masks[pool_idx] > 0).reshape(len(pool_idx), -1).mean(1)                  # (n,)
+    contrast = (pairs.images[pool_idx].astype(np.float32) / 255.0).std(axis=(1, 2, 3))   # (n,)
+    F = st.get("feature_seeds")
+    kind = st.get("features", "moco")
+    loaded: dict[int, np.ndarray] = {}
+
+    def features_of(seed: int) -> np.ndarray:
+        f = seed % F if F else seed
+        if f not in loaded:
+            path = folder / "features" / f"{kind}-seed{f}.npy"
+            if not path.is_file():
+                raise ValueError(f"{path} is missing: the folder's features are needed to measure its picks")
+            loaded[f] = np.load(path)
+        return loaded[f]
+
+    runs = R.read_jsonl(folder / "runs.jsonl")
+    return runs, [pairs.ids[i] for i in pool_idx], features_of, fg, contrast
+
+
+def markdown(corrs: Sequence[Correlation]) -> str:
+    ratios = sorted({c.ratio for c in corrs if c.ratio is not None})
+    head = "| measure | all ratios | " + " | ".join(f"{r:g} %" for r in ratios) + " |"
+    lines = [head, "|---|" + "---|" * (len(ratios) + 1)]
+    by_stat: dict[str, dict[float | None, Correlation]] = defaultdict(dict)
+    for c in corrs:
+        by_stat[c.stat][c.ratio] = c
+    for stat, cells in by_stat.items():
+        name = f"{stat} (labels)" if stat in LABEL_BASED else stat
+        row = [f"{c.r:+.2f} [{c.low:+.2f}, {c.high:+.2f}]" for c in (cells[k] for k in (None, *ratios))]
+        lines.append(f"| {name} | " + " | ".join(row) + " |")
+    n = next(c.n for c in corrs if c.ratio is None)
+    lines.append(f"\nPearson r with Dice inside (ratio, seed) groups, {n} runs; [95 % bootstrap interval].")
+    return "\n".join(lines)
+
+
+def strategy_means(rows: Sequence[dict[str, Any]], stats: Sequence[str]) -> str:
+    by: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        by[row["strategy"]].append(row)
+    lines = ["| strategy | runs | " + " | ".join(stats) + " | Dice |", "|---|---|" + "---|" * (len(stats) + 1)]
+    for name in sorted(by):
+        rs = by[name]
+        lines.append(f"| `{name}` | {len(rs)} | " + " | ".join(f"{np.mean([r[s] for r in rs]):.3f}" for s in stats)
+                     + f" | {np.mean([r['dice'] for r in rs]):.2f} |")
+    return "\n".join(lines)
+
+
+def to_json(corrs: Sequence[Correlation]) -> str:
+    return json.dumps([c.__dict__ for c in corrs], indent=1)

@@ -1,0 +1,74 @@
+"""coldseg.bench.causes: within-group correlation of set measures with Dice, on synthetic runs."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from coldseg.bench.causes import (centred_within, correlation, correlations, mask_measures, markdown,
+                                  measure_runs, strategy_means)
+
+
+def _rows(effect: float, seed: int = 0):
+    """3 strategies x 3 ratios x 6 seeds; Dice = group offset + effect * measure + noise."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for ratio in (5.0, 10.0, 20.0):
+        for s in range(6):
+            offset = 30 + ratio + 5 * rng.normal()          # shared by every run of the group
+            for name in ("a", "b", "c"):
+                m = rng.normal()
+                rows.append({"strategy": name, "ratio": ratio, "seed": s, "m": m,
+                             "dice": offset + effect * m + 0.1 * rng.normal()})
+    return rows
+
+
+def test_centring_removes_group_offsets():
+    c = centred_within(_rows(0.0), ("dice", "m"))
+    assert len(c["dice"]) == 54
+    # 18 groups of 3: every group sums to zero
+    assert np.allclose(c["dice"].reshape(-1, 3).sum(1), 0.0)
+
+
+def test_a_real_effect_is_found_and_a_null_one_is_not():
+    strong = {c.ratio: c for c in correlations(_rows(2.0), ["m"], boot=200)}
+    assert strong[None].r > 0.9 and strong[None].low > 0.8
+    null = {c.ratio: c for c in correlations(_rows(0.0), ["m"], boot=200)}
+    assert null[None].low < 0 < null[None].high
+    assert set(strong) == {None, 5.0, 10.0, 20.0}
+
+
+def test_groups_of_one_are_dropped_and_constants_give_nan():
+    rows = _rows(1.0)[:4]                                     # ratio 5: seed 0 (3 runs), seed 1 (1 run)
+    assert len(centred_within(rows, ("dice",))["dice"]) == 3
+    r, low, high = correlation(np.zeros(5), np.arange(5.0))
+    assert np.isnan(r) and np.isnan(low)
+
+
+def test_measures_of_runs_and_tables():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 6))
+    ids = [f"im{i}" for i in range(40)]
+    fg = np.linspace(0, 0.5, 40)
+    runs = [{"strategy": "random", "ratio": 10.0, "seed": s, "dice": 0.5, "ids": ids[s:s + 8]} for s in range(3)]
+    runs.append({"strategy": "full", "ratio": 100.0, "seed": 0, "dice": 0.7, "ids": ids})
+    rows = measure_runs(runs, ids, lambda seed: X, fg, np.ones(40))
+    assert len(rows) == 3 and rows[0]["dice"] == 50.0
+    assert rows[0]["fg"] == pytest.approx(fg[:8].mean())
+    assert 0 <= rows[0]["density"] <= 1 and rows[0]["cover"] > 0 and rows[0]["mmd"] >= 0
+    assert mask_measures(fg, np.arange(4))["small"] == 1.0
+    assert "`random` | 3" in strategy_means(rows, ["fg"])
+    with pytest.raises(ValueError, match="outside the pool"):
+        measure_runs([{**runs[0], "ids": ["nope"]}], ids, lambda seed: X, fg, np.ones(40))
+    table = markdown(correlations(_rows(1.0), ["m"], boot=50))
+    assert table.startswith("| measure | all ratios | 5 % | 10 % | 20 % |")
+
+
+def test_script_rejects_a_folder_that_is_not_a_benchmark(tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("set_stats", Path(__file__).parents[1] / "scripts" / "set_stats.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main([str(tmp_path)]) == 2
+    assert "not a benchmark folder" in capsys.readouterr().err
