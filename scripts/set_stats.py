@@ -4,7 +4,8 @@
 
 Prints, per folder, the within-(ratio, seed) correlation of Dice with label-free measures of the
 picks (cover, density, MMD to the pool, image contrast) and with label-based ones (foreground
-fraction, share of small foregrounds), then each strategy's mean measures. Use validation folders to
+fraction, share of small foregrounds), then each strategy's mean measures, then how much of the
+foreground fraction each encoder's features carry (cross-validated R^2). Use validation folders to
 look for causes; on a test folder this reads test scores.
 """
 from __future__ import annotations
@@ -13,7 +14,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from coldseg.bench.causes import STATS, correlations, load_folder, markdown, measure_runs, strategy_means, to_json
+from coldseg.bench.causes import (STATS, correlations, encoded_r2, load_folder, markdown, measure_runs,
+                                  strategy_means, to_json)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,7 +35,11 @@ def main(argv: list[str] | None = None) -> int:
         if a.json:
             print(to_json(corrs))
             continue
-        print(f"## {folder.name}\n\n{markdown(corrs)}\n\n{strategy_means(rows, STATS)}\n")
+        seeds = sorted({int(r["seed"]) for r in runs})
+        encoders = {id(features_of(s)): features_of(s) for s in seeds}
+        r2 = ", ".join(f"{encoded_r2(X, fg):+.2f}" for X in encoders.values())
+        print(f"## {folder.name}\n\n{markdown(corrs)}\n\n{strategy_means(rows, STATS)}\n\n"
+              f"Foreground fraction from the features (cross-validated ridge R^2, per encoder): {r2}\n")
     return 0
 
 

@@ -72,3 +72,13 @@ def test_script_rejects_a_folder_that_is_not_a_benchmark(tmp_path, capsys):
     spec.loader.exec_module(mod)
     assert mod.main([str(tmp_path)]) == 2
     assert "not a benchmark folder" in capsys.readouterr().err
+
+
+def test_encoded_r2_sees_a_carried_measure_and_not_noise():
+    from coldseg.bench.causes import encoded_r2
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 8))
+    assert encoded_r2(X, X[:, 0] / np.linalg.norm(X, axis=1)) > 0.9
+    assert encoded_r2(X, rng.normal(size=200)) < 0.1
+    assert np.isnan(encoded_r2(X, np.ones(200)))

@@ -20,6 +20,10 @@ controlled), from the masks:
 
 Image measures (label-free, from pixels): ``contrast``, the mean per-image standard deviation.
 
+How much of a mask measure the features carry at all: :func:`encoded_r2`, the cross-validated R^2 of
+a ridge regression of each image's foreground fraction on its unit-normalised features. Near 0, no
+selector working on these features can steer the picks' foreground sizes, whatever its rule.
+
 Use it on validation folders to find causes; reading test folders this way is reading test scores.
 """
 from __future__ import annotations
@@ -195,6 +199,19 @@ def load_folder(folder: str | Path) -> tuple[list[dict[str, Any]], list[str], Ca
 
     runs = R.read_jsonl(folder / "runs.jsonl")
     return runs, [pairs.ids[i] for i in pool_idx], features_of, fg, contrast
+
+
+def encoded_r2(X: np.ndarray, y: np.ndarray, *, folds: int = 5, seed: int = 0) -> float:
+    """Cross-validated R^2 of y (n,) from the unit-normalised rows of X (n, d): ridge, alpha by inner CV."""
+    from sklearn.linear_model import RidgeCV
+    from sklearn.model_selection import KFold, cross_val_predict
+
+    y = np.asarray(y, dtype=np.float64)
+    if y.std() == 0 or len(y) < 2 * folds:
+        return float("nan")
+    pred = cross_val_predict(RidgeCV(alphas=np.logspace(-3, 3, 13)), unit(X), y,
+                             cv=KFold(folds, shuffle=True, random_state=seed))
+    return float(1.0 - ((pred - y) ** 2).sum() / ((y - y.mean()) ** 2).sum())
 
 
 def markdown(corrs: Sequence[Correlation]) -> str:
