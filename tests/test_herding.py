@@ -69,3 +69,17 @@ def test_duplicate_rows_and_bad_parameters():
     assert sel.info["bandwidth"] == 1.0
     with pytest.raises(ValueError, match="landmarks"):
         get_selector("herding", landmarks=0).select(X, 2)
+
+
+def test_mmd2_in_blocks_matches_the_dense_value(monkeypatch):
+    from coldseg.select import herding as H
+
+    Z = unit_rows(np.random.default_rng(2).normal(size=(60, 5)))
+    picks = np.arange(0, 60, 3)
+    mu = mean_kernel(Z, Z, 0.7)
+    dense = mmd2(Z, picks, 0.7, mu)
+    monkeypatch.setattr(H, "_CHUNK_ELEMS", 7)                  # blocks of 1 row
+    assert mmd2(Z, picks, 0.7, mu) == pytest.approx(dense, rel=1e-12)
+    P = Z[picks]
+    K = np.exp(-((P[:, None] - P[None]) ** 2).sum(-1) / 0.7)
+    assert dense == pytest.approx(K.mean() - 2 * mu[picks].mean() + mu.mean(), rel=1e-9)

@@ -34,7 +34,7 @@ _BANDWIDTH_SAMPLE = 2000
 
 def unit_rows(X: np.ndarray) -> np.ndarray:
     """Rows of X (n, d) scaled to unit Euclidean length (all-zero rows stay zero); a new array."""
-    norms = np.linalg.norm(X, axis=1, keepdims=True)
+    norms = np.sqrt(np.einsum("ij,ij->i", X, X))[:, None]            # (n, 1), no (n, d) temporary
     return X / np.maximum(norms, np.finfo(X.dtype).tiny)
 
 
@@ -96,7 +96,7 @@ class KernelHerding(Selector):
         s = np.zeros(n, dtype=np.float64)                               # kernel mass of the picks
         taken = np.zeros(n, dtype=bool)
         idx = np.empty(budget, dtype=np.int64)
-        zsq = (Z * Z).sum(1)
+        zsq = np.einsum("ij,ij->i", Z, Z)                               # (n,)
         for t in range(budget):
             score = mu - (s + 0.5) / (t + 1)
             score[taken] = -np.inf
@@ -111,7 +111,12 @@ class KernelHerding(Selector):
 
 
 def mmd2(Z: np.ndarray, picks: np.ndarray, h: float, mu: np.ndarray) -> float:
-    """MMD^2 between the rows ``picks`` of Z and all of Z, up to mean(mu)'s estimate of the pool term."""
+    """MMD^2 between the rows ``picks`` of Z (n, d) and all of Z, with mu (n,) the pool term of each row.
+
+    The picks' own kernel mean is summed in blocks of rows (no picks x picks matrix).
+    """
     P = Z[picks]
-    within = float(gaussian_kernel(P, P, h).mean(dtype=np.float64)) if len(picks) <= 20000 else float("nan")
+    step = max(1, _CHUNK_ELEMS // max(len(picks), 1))
+    within = sum(float(gaussian_kernel(P[s : s + step], P, h).sum(dtype=np.float64))
+                 for s in range(0, len(picks), step)) / float(len(picks)) ** 2
     return within - 2.0 * float(mu[picks].mean()) + float(mu.mean())
