@@ -19,7 +19,8 @@ deterministic; ``random_state`` only chooses the bandwidth and landmark samples 
 
 Cost: mu needs every row against every row, chunked (no n x n matrix); above ``exact_below`` rows
 it is estimated against ``landmarks`` random rows instead. Each pick then costs one pass over the
-rows (n·d), so the whole selection is O(n·(L + budget)·d) time and O(n) memory besides X.
+rows (n·d), so the whole selection is O(n·(L + budget)·d) time; memory is one unit-normalised copy of
+X plus O(n) vectors (no n x n, n x budget or budget x budget matrix).
 """
 from __future__ import annotations
 
