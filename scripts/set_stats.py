@@ -1,6 +1,6 @@
 """Which measure of a picked set moves with the Dice it trains to? (``coldseg.bench.causes``)
 
-    python scripts/set_stats.py docs/results/isic2017_cpu64_validation_nested [--json] [--boot 1000]
+    python scripts/set_stats.py docs/results/isic2017_cpu64_validation_nested [--json] [--boot 1000] [--data DIR]
 
 Prints, per folder, the within-(ratio, seed) correlation of Dice with label-free measures of the
 picks (cover, density, MMD to the pool, image contrast) and with label-based ones (foreground
@@ -23,10 +23,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("folders", nargs="+", type=Path)
     ap.add_argument("--boot", type=int, default=1000, help="bootstrap resamples (default 1000)")
     ap.add_argument("--json", action="store_true", help="print the correlations as JSON instead")
+    ap.add_argument("--data", type=Path, default=None,
+                    help="the dataset folder, when it is not where settings.json says (a GPU machine's folder)")
     a = ap.parse_args(argv)
     for folder in a.folders:
         try:
-            runs, ids, features_of, fg, contrast = load_folder(folder)
+            runs, ids, features_of, fg, contrast = load_folder(folder, a.data)
             rows = measure_runs(runs, ids, features_of, fg, contrast)
         except ValueError as err:
             print(f"set_stats: {err}", file=sys.stderr)

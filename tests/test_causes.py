@@ -82,3 +82,42 @@ def test_encoded_r2_sees_a_carried_measure_and_not_noise():
     assert encoded_r2(X, X[:, 0] / np.linalg.norm(X, axis=1)) > 0.9
     assert encoded_r2(X, rng.normal(size=200)) < 0.1
     assert np.isnan(encoded_r2(X, np.ones(200)))
+
+
+def test_load_folder_rebuilds_the_split_and_refuses_other_data(tmp_path):
+    """A tiny benchmark folder by hand: settings.json, runs.jsonl, features; --data points at the images."""
+    import json
+
+    from PIL import Image
+
+    from coldseg.bench.causes import load_folder
+
+    data = tmp_path / "data"
+    (data / "images").mkdir(parents=True)
+    (data / "masks").mkdir()
+    rng = np.random.default_rng(0)
+    ids = [f"im{i:02d}" for i in range(20)]
+    for i in ids:
+        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(data / "images" / f"{i}.png")
+        m = np.zeros((16, 16), np.uint8)
+        m[: int(i[2:]) % 8 + 1] = 255
+        Image.fromarray(m).save(data / "masks" / f"{i}.png")
+    import hashlib
+
+    sha = hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
+    folder = tmp_path / "bench"
+    (folder / "features").mkdir(parents=True)
+    settings = {"dataset": "/elsewhere/data", "image_size": 16, "test_fraction": 0.2, "split_seed": 0,
+                "ids_sha256": sha, "features": "moco"}
+    (folder / "settings.json").write_text(json.dumps({"sessions": [], "settings": settings}))
+    np.save(folder / "features" / "moco-seed0.npy", rng.normal(size=(16, 4)).astype(np.float32))
+    (folder / "runs.jsonl").write_text("")
+    with pytest.raises(ValueError, match="is not a folder"):
+        load_folder(folder)
+    runs, pool_ids, features_of, fg, contrast = load_folder(folder, data)
+    assert len(pool_ids) == 16 and fg.shape == (16,) and features_of(0).shape == (16, 4)
+    assert set(pool_ids) <= set(ids) and 0 < fg.mean() < 1
+    (data / "images" / "im00.png").unlink()
+    (data / "masks" / "im00.png").unlink()
+    with pytest.raises(ValueError, match="other images"):
+        load_folder(folder, data)

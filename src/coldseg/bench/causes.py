@@ -28,6 +28,7 @@ Use it on validation folders to find causes; reading test folders this way is re
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import defaultdict
 from dataclasses import dataclass
@@ -166,9 +167,12 @@ def measure_runs(runs: Sequence[dict[str, Any]], pool_ids: Sequence[str], featur
     return rows
 
 
-def load_folder(folder: str | Path) -> tuple[list[dict[str, Any]], list[str], Callable[[int], np.ndarray],
-                                            np.ndarray, np.ndarray]:
-    """(runs, pool ids, features_of, fg, contrast) of a benchmark folder, its split rebuilt from settings.json."""
+def load_folder(folder: str | Path, data_dir: str | Path | None = None
+                ) -> tuple[list[dict[str, Any]], list[str], Callable[[int], np.ndarray], np.ndarray, np.ndarray]:
+    """(runs, pool ids, features_of, fg, contrast) of a benchmark folder, its split rebuilt from settings.json.
+
+    ``data_dir`` replaces the dataset path recorded in settings.json (a folder made on another machine).
+    """
     from coldseg.bench.sweep import BenchmarkConfig, evaluation_split
     from coldseg.data.pairs import load_pairs
 
@@ -176,11 +180,19 @@ def load_folder(folder: str | Path) -> tuple[list[dict[str, Any]], list[str], Ca
     st = (R.read_settings(folder) or {}).get("settings")
     if not st or not (folder / "runs.jsonl").is_file():
         raise ValueError(f"{str(folder)!r} is not a benchmark folder (settings.json and runs.jsonl are needed)")
-    cfg = BenchmarkConfig(st["dataset"], folder, [], [], [], image_size=st["image_size"],
+    data = Path(data_dir) if data_dir is not None else Path(st["dataset"])
+    if not data.is_dir():
+        raise ValueError(f"dataset {str(data)!r} (from {'--data' if data_dir else 'settings.json'}) is not a folder; "
+                         "pass the dataset's folder on this machine")
+    cfg = BenchmarkConfig(data, folder, [], [], [], image_size=st["image_size"],
                           test_fraction=st["test_fraction"], split_seed=st["split_seed"],
                           evaluate_on=st.get("evaluate_on", "test"))
-    pairs = load_pairs(st["dataset"], st["image_size"], progress=False, masks_dir=st.get("masks_dir", "masks"),
+    pairs = load_pairs(data, st["image_size"], progress=False, masks_dir=st.get("masks_dir", "masks"),
                        multiclass=st.get("multiclass", False))
+    sha = hashlib.sha256("\n".join(pairs.ids).encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    if st.get("ids_sha256") not in (None, sha):
+        raise ValueError(f"{str(data)!r} holds other images than the folder's benchmark ran on (ids_sha256 "
+                         f"{sha} against {st['ids_sha256']}): its split cannot be rebuilt")
     pool_idx, _ = evaluation_split(cfg, pairs.ids, pairs.groups)
     fg = (pairs.masks[pool_idx] > 0).reshape(len(pool_idx), -1).mean(1)                  # (n,)
     contrast = (pairs.images[pool_idx].astype(np.float32) / 255.0).std(axis=(1, 2, 3))   # (n,)
