@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from coldseg.bench.causes import (STATS, correlations, encoded_r2, load_folder, markdown, measure_runs,
-                                  strategy_means, to_json)
+                                  plot_causes, strategy_means, to_json)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,9 +23,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("folders", nargs="+", type=Path)
     ap.add_argument("--boot", type=int, default=1000, help="bootstrap resamples (default 1000)")
     ap.add_argument("--json", action="store_true", help="print the correlations as JSON instead")
+    ap.add_argument("--figure", type=Path, default=None,
+                    help="also draw Dice against density, MMD and foreground per folder (PNG)")
     ap.add_argument("--data", type=Path, default=None,
                     help="the dataset folder, when it is not where settings.json says (a GPU machine's folder)")
     a = ap.parse_args(argv)
+    panels = []
     for folder in a.folders:
         try:
             runs, ids, features_of, fg, contrast = load_folder(folder, a.data)
@@ -33,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as err:
             print(f"set_stats: {err}", file=sys.stderr)
             return 2
+        panels.append((folder.name, rows))
         corrs = correlations(rows, STATS, boot=a.boot)
         if a.json:
             print(to_json(corrs))
@@ -42,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
         r2 = ", ".join(f"{encoded_r2(X, fg):+.2f}" for X in encoders.values())
         print(f"## {folder.name}\n\n{markdown(corrs)}\n\n{strategy_means(rows, STATS)}\n\n"
               f"Foreground fraction from the features (cross-validated ridge R^2, per encoder): {r2}\n")
+    if a.figure:
+        print(f"figure: {plot_causes(a.figure, panels)}", file=sys.stderr if a.json else sys.stdout)
     return 0
 
 

@@ -121,3 +121,14 @@ def test_load_folder_rebuilds_the_split_and_refuses_other_data(tmp_path):
     (data / "masks" / "im00.png").unlink()
     with pytest.raises(ValueError, match="other images"):
         load_folder(folder, data)
+
+
+def test_plot_causes_draws_one_row_per_folder(tmp_path):
+    from PIL import Image
+
+    from coldseg.bench.causes import plot_causes
+
+    rows = [{**r, "density": r["m"], "mmd": -r["m"], "fg": 0.1 * r["m"]} for r in _rows(1.0)]
+    path = plot_causes(tmp_path / "sub" / "causes.png", [("one", rows), ("two", rows)])
+    w, h = Image.open(path).size
+    assert h > w / 2 and path.stat().st_size > 10_000          # 2 rows x 3 columns of panels

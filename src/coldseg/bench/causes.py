@@ -256,3 +256,47 @@ def strategy_means(rows: Sequence[dict[str, Any]], stats: Sequence[str]) -> str:
 
 def to_json(corrs: Sequence[Correlation]) -> str:
     return json.dumps([c.__dict__ for c in corrs], indent=1)
+
+
+def plot_causes(path: str | Path, panels: Sequence[tuple[str, Sequence[dict[str, Any]]]],
+                stats: Sequence[str] = ("density", "mmd", "fg")) -> Path:
+    """One row per (title, rows) panel, one column per measure: Dice against the measure, both centred
+    inside (ratio, seed) groups, a dot per run coloured by strategy, the least-squares line and r."""
+    from coldseg.report.plots import plt
+
+    strategies = sorted({r["strategy"] for _, rows in panels for r in rows})
+    colours = {s: plt.get_cmap("tab10")(i % 10) for i, s in enumerate(strategies)}
+    fig, axes = plt.subplots(len(panels), len(stats), figsize=(3.2 * len(stats), 2.8 * len(panels)),
+                             squeeze=False)
+    for i, (title, rows) in enumerate(panels):
+        kept = [r for r in rows if all(np.isfinite(r[s]) for s in stats)]
+        c = centred_within(kept, (*stats, "dice"))
+        groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)   # same order as centred_within
+        for row in kept:
+            groups[(row["ratio"], row["seed"])].append(row)
+        names = [g["strategy"] for grp in groups.values() if len(grp) > 1 for g in grp]
+        for j, stat in enumerate(stats):
+            ax = axes[i][j]
+            x, y = c[stat], c["dice"]
+            ax.scatter(x, y, s=7, c=[colours[n] for n in names], alpha=0.7, linewidths=0)
+            r, low, high = correlation(x, y, boot=200)
+            if np.isfinite(r) and x.std() > 0:
+                slope = float(np.polyfit(x, y, 1)[0])
+                xs = np.array([x.min(), x.max()])
+                ax.plot(xs, slope * xs, color="black", lw=1)
+            label = f"{stat} (labels)" if stat in LABEL_BASED else stat
+            ax.set_title(f"{title}\n{label}: r = {r:+.2f} [{low:+.2f}, {high:+.2f}]", fontsize=8)
+            ax.axhline(0, color="grey", lw=0.5)
+            ax.axvline(0, color="grey", lw=0.5)
+            ax.tick_params(labelsize=7)
+            if j == 0:
+                ax.set_ylabel("Dice − group mean (points)", fontsize=8)
+            ax.set_xlabel(f"{stat} − group mean", fontsize=8)
+    handles = [plt.Line2D([], [], marker="o", ls="", color=colours[s], label=s) for s in strategies]
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(strategies), 6), fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
