@@ -21,22 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
+from coldseg.bench.causes import FeatureMeasures
 from coldseg.data.splits import subset_size
-from coldseg.select.kmeans import _assign_numpy
 from coldseg.select.registry import get_selector
-from coldseg.select.typiclust import typicality
-
-
-def density_rank(Xn: np.ndarray, k: int) -> np.ndarray:
-    """(n,) percentile of each row's typicality among the rows (0 sparsest, 1 densest)."""
-    typ = typicality(Xn, k)
-    return typ.argsort().argsort() / max(len(typ) - 1, 1)
-
-
-def cover(Xn: np.ndarray, picks: np.ndarray) -> float:
-    """Mean Euclidean distance of every row of Xn (n, d) to its nearest pick (chunked, no n × n matrix)."""
-    P = Xn[picks]
-    return float(np.linalg.norm(Xn - P[_assign_numpy(Xn, P)], axis=1).mean())
 
 
 def main() -> None:
@@ -53,13 +40,12 @@ def main() -> None:
     stats: dict[str, list[list[tuple[float, float]]]] = {n: [[] for _ in ratios] for n in names}
     for seed, path in enumerate(a.features):
         X = np.load(path).astype(np.float32)
-        Xn = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
-        rank = density_rank(Xn, a.k)
+        measure = FeatureMeasures(X, k=a.k)          # density rank and cover on unit-normalised rows
         for j, r in enumerate(ratios):
             n = subset_size(r, len(X))
             for name in names:
-                picks = get_selector(name).select(X, n, random_state=seed).indices
-                stats[name][j].append((float(rank[picks].mean()), cover(Xn, picks)))
+                m = measure(get_selector(name).select(X, n, random_state=seed).indices)
+                stats[name][j].append((m["density"], m["cover"]))
     for name in names:
         cells = []
         for per in stats[name]:
