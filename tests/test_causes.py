@@ -27,6 +27,7 @@ def test_centring_removes_group_offsets():
     assert len(c["dice"]) == 54
     # 18 groups of 3: every group sums to zero
     assert np.allclose(c["dice"].reshape(-1, 3).sum(1), 0.0)
+    assert sorted(c["row"].astype(int).tolist()) == list(range(54))
 
 
 def test_a_real_effect_is_found_and_a_null_one_is_not():

@@ -58,19 +58,21 @@ def centred_within(rows: Sequence[dict[str, Any]], keys: Sequence[str],
                    by: Sequence[str] = ("ratio", "seed")) -> dict[str, np.ndarray]:
     """Each of ``keys`` minus its mean inside the group of rows sharing ``by``; groups of one dropped.
 
-    Returns key -> (m,) array in a fixed row order, plus ``"ratio"`` for each kept row.
+    Returns key -> (m,) array in a fixed row order, plus ``"ratio"`` and ``"row"`` (the position in
+    ``rows``) for each kept row.
     """
-    groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
-    for row in rows:
-        groups[tuple(row[b] for b in by)].append(row)
-    out: dict[str, list[float]] = {k: [] for k in (*keys, "ratio")}
+    groups: dict[tuple, list[int]] = defaultdict(list)
+    for i, row in enumerate(rows):
+        groups[tuple(row[b] for b in by)].append(i)
+    out: dict[str, list[float]] = {k: [] for k in (*keys, "ratio", "row")}
     for group in groups.values():
         if len(group) < 2:
             continue
         for k in keys:
-            v = np.array([float(g[k]) for g in group])
+            v = np.array([float(rows[i][k]) for i in group])
             out[k].extend(v - v.mean())
-        out["ratio"].extend(float(g["ratio"]) for g in group)
+        out["ratio"].extend(float(rows[i]["ratio"]) for i in group)
+        out["row"].extend(group)
     return {k: np.asarray(v, dtype=np.float64) for k, v in out.items()}
 
 
@@ -271,10 +273,7 @@ def plot_causes(path: str | Path, panels: Sequence[tuple[str, Sequence[dict[str,
     for i, (title, rows) in enumerate(panels):
         kept = [r for r in rows if all(np.isfinite(r[s]) for s in stats)]
         c = centred_within(kept, (*stats, "dice"))
-        groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)   # same order as centred_within
-        for row in kept:
-            groups[(row["ratio"], row["seed"])].append(row)
-        names = [g["strategy"] for grp in groups.values() if len(grp) > 1 for g in grp]
+        names = [kept[int(i)]["strategy"] for i in c["row"]]
         for j, stat in enumerate(stats):
             ax = axes[i][j]
             x, y = c[stat], c["dice"]
