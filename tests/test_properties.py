@@ -29,6 +29,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from coldseg.select.registry import available, get_selector
+from conftest import pick
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -159,11 +160,11 @@ def test_contract_and_determinism_on_any_pool(name):
         X, budget, seed = case
         before = X.copy()
         sel = get_selector(name)
-        a = sel.select(X, budget, random_state=seed)
+        a = pick(sel, X, budget, random_state=seed)
         assert_contract(a, X, budget)
         np.testing.assert_array_equal(X, before)  # the caller's array is never modified
         assert X.dtype == before.dtype
-        b = sel.select(X, budget, random_state=seed)  # same instance: no state leaks across calls
+        b = pick(sel, X, budget, random_state=seed)  # same instance: no state leaks across calls
         assert_same(a, b)
 
     prop()
@@ -172,8 +173,8 @@ def test_contract_and_determinism_on_any_pool(name):
 @pytest.mark.parametrize("name", SELECTORS)
 def test_numpy_integer_budget_is_accepted(name):
     X = np.random.default_rng(0).normal(size=(12, 3))
-    a = get_selector(name).select(X, np.int64(4), random_state=5)
-    b = get_selector(name).select(X, 4, random_state=5)
+    a = pick(get_selector(name), X, np.int64(4), random_state=5)
+    b = pick(get_selector(name), X, 4, random_state=5)
     assert_contract(a, X, 4)
     assert_same(a, b)
 
@@ -204,7 +205,7 @@ def test_nan_or_inf_features_name_the_rows(name):
     def prop(case):
         X, bad, budget = case
         with pytest.raises(ValueError) as err:
-            get_selector(name).select(X, budget, random_state=0)
+            pick(get_selector(name), X, budget, random_state=0)
         msg = str(err.value)
         assert ", ".join(map(str, bad)) in msg, f"{msg!r} does not name rows {bad}"
         assert "nan" in msg.lower() or "inf" in msg.lower()
@@ -217,7 +218,7 @@ def test_many_bad_rows_give_a_short_message(name):
     X = np.ones((60, 2))
     X[::2, 1] = np.nan  # 30 bad rows
     with pytest.raises(ValueError) as err:
-        get_selector(name).select(X, 3, random_state=0)
+        pick(get_selector(name), X, 3, random_state=0)
     msg = str(err.value)
     assert "0, 2, 4, 6, 8" in msg and "30" in msg  # the first rows and the count
     assert len(msg) < 300
@@ -248,7 +249,7 @@ def test_bad_budget_is_a_clear_error(name, budget, exc, text):
     if isinstance(budget, str) and budget == "n+1":
         budget = 11
     with pytest.raises(exc) as err:
-        get_selector(name).select(X, budget, random_state=0)
+        pick(get_selector(name), X, budget, random_state=0)
     msg = str(err.value)
     assert "budget" in msg and text in msg, msg
     if exc is ValueError and budget > 0:
@@ -263,7 +264,7 @@ def test_out_of_range_budget_on_any_pool(name):
         n = X.shape[0]
         budget = 1 - extra if low else n + extra  # <= 0 or > n
         with pytest.raises(ValueError) as err:
-            get_selector(name).select(X, budget, random_state=0)
+            pick(get_selector(name), X, budget, random_state=0)
         assert f"budget={budget}" in str(err.value)
 
     prop()
@@ -289,7 +290,7 @@ HUGE = [
 @pytest.mark.parametrize("name", SELECTORS)
 @pytest.mark.parametrize("case_id, X, budget", HUGE, ids=[h[0] for h in HUGE])
 def test_huge_finite_features_give_a_valid_result(name, case_id, X, budget):
-    sel = get_selector(name).select(X, budget, random_state=0)
+    sel = pick(get_selector(name), X, budget, random_state=0)
     assert_contract(sel, X, budget)  # finite distances, in the caller's units
     assert sel.info["feature_scale_log2"] < 0
 
@@ -308,8 +309,8 @@ def test_huge_features_pick_as_their_scaled_down_copy(name, k, dtype):
     X = X.astype(dtype)  # (24, 3) three blobs
     big = np.ldexp(X, k).astype(dtype)
     assert np.isfinite(big).all()
-    a = get_selector(name).select(X, 7, random_state=3)
-    b = get_selector(name).select(big, 7, random_state=3)
+    a = pick(get_selector(name), X, 7, random_state=3)
+    b = pick(get_selector(name), big, 7, random_state=3)
     assert "feature_scale_log2" not in a.info  # normal features are used untouched
     np.testing.assert_array_equal(a.indices, b.indices)
     np.testing.assert_array_equal(a.clusters, b.clusters)
@@ -321,7 +322,7 @@ def test_huge_features_pick_as_their_scaled_down_copy(name, k, dtype):
 def test_features_beyond_the_float64_distance_range_are_refused_naming_rows(name):
     X = np.array([[0.0, 1.0], [1.7e308, 0.0], [2.0, 2.0], [-1e308, 5.0]])
     with pytest.raises(ValueError) as err:
-        get_selector(name).select(X, 2, random_state=0)
+        pick(get_selector(name), X, 2, random_state=0)
     msg = str(err.value)
     assert "2 row(s): 1, 3" in msg and "too large" in msg and "divide the features" in msg, msg
 

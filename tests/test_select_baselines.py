@@ -10,6 +10,7 @@ from coldseg.select.kcenter import k_center_greedy, pad_by_k_center
 from coldseg.select.kmedian import kmedian
 from coldseg.select.probcover import greedy_max_coverage, largest_pure_sq_delta, purity, delta_ball_graph
 from coldseg.select.registry import available, get_selector
+from conftest import pick
 from coldseg.select.representative import facility_location_greedy, proportional_split
 from coldseg.select.typiclust import mean_knn_distance, typicality
 
@@ -202,8 +203,8 @@ def test_large_pool_paths():
             "probcover": get_selector("probcover", purity_sample=100, delta=1.5, max_edges=20_000),
         }
         for name, s in sels.items():
-            a = s.select(X, 60, random_state=3)
-            b = s.select(X, 60, random_state=3)
+            a = pick(s, X, 60, random_state=3)
+            b = pick(s, X, 60, random_state=3)
             assert len(set(a.indices.tolist())) == 60, name
             assert a.indices.tolist() == b.indices.tolist(), name
     assert any("halving delta" in str(x.message) for x in w)
@@ -233,8 +234,8 @@ def test_contract_every_strategy(name, pool):
     X = _pools()[pool]
     n = len(X)
     for budget in sorted({1, 2, n // 2, n - 1, n}):
-        a = get_selector(name).select(X, budget, random_state=11)
-        b = get_selector(name).select(X, budget, random_state=11)
+        a = pick(get_selector(name), X, budget, random_state=11)
+        b = pick(get_selector(name), X, budget, random_state=11)
         assert a.indices.shape == (budget,)
         assert len(np.unique(a.indices)) == budget
         assert a.indices.min() >= 0 and a.indices.max() < n

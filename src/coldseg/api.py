@@ -120,27 +120,31 @@ def _load_pool(images_dir: str | Path, image_size: int, *, cache_dir, progress: 
 
 def _features(pool: Pool, features: str | Path | np.ndarray | None, cfg: MocoConfig, *, seed: int, dev,
               cache_dir, resume: bool, progress: bool, loader: LoaderConfig | None = None,
-              dinfo: DistInfo | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+              dinfo: DistInfo | None = None,
+              need_confidence: bool = False) -> tuple[np.ndarray, dict[str, Any], dict[str, np.ndarray]]:
+    """(features, their manifest entry, per-image side arrays for selectors that need them)."""
     if features is not None:
         if isinstance(features, (str, Path)):
             X = load_features(features, pool.ids)
-            return X, {"source": "file", "file": str(Path(features).resolve()), "dim": int(X.shape[1])}
+            return X, {"source": "file", "file": str(Path(features).resolve()), "dim": int(X.shape[1])}, {}
         from coldseg.features.external import to_float32
 
         X = to_float32(features, "the features array")
         if X.ndim != 2 or X.shape[0] != len(pool):
             raise ValueError(f"features array must be (n_images={len(pool)}, d); got shape {X.shape}")
-        return X, {"source": "array", "dim": int(X.shape[1])}
+        return X, {"source": "array", "dim": int(X.shape[1])}, {}
     from coldseg.features.embed import compute_features
 
     X, info = compute_features(pool.images, seed=seed, settings=cfg, device=dev, cache_dir=cache_dir,
                                content_key=pool.content_key(), ids=pool.ids, grayscale=pool.grayscale,
-                               resume=resume, progress=progress, loader=loader, dist=dinfo)
+                               resume=resume, progress=progress, loader=loader, dist=dinfo,
+                               need_confidence=need_confidence)
     log = info["log"]
+    side = {} if info.get("confidence") is None else {"confidence": info["confidence"]}
     return X, {"source": "cache" if info["cache_hit"] else "moco", "cache_key": info["cache_key"],
                "cache_dir": info["cache_dir"], "dim": int(X.shape[1]), "layer": cfg.feature_layer,
                "training": summarize_log(log), "augmentation": log.get("augmentation"),
-               "feature_check": info.get("feature_check"), "settings": cfg.to_dict()}
+               "feature_check": info.get("feature_check"), "settings": cfg.to_dict()}, side
 
 
 def _pool_manifest(pool: Pool) -> dict[str, Any]:
@@ -212,6 +216,10 @@ def _select(images_dir, budget, *, out, strategy, seed, image_size, epochs, batc
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
     selector = get_selector(strategy, **(strategy_params or {}))
+    if features is not None and selector.needs:
+        raise ValueError(f"strategy {strategy!r} reads {', '.join(selector.needs)} from coldseg's own MoCo "
+                         "training, which features from a file or array do not have: drop --features or "
+                         "choose another strategy")
     check_out_outside(images_dir, out)
     if moco is not None:
         image_size = moco.image_size
@@ -226,13 +234,14 @@ def _select(images_dir, budget, *, out, strategy, seed, image_size, epochs, batc
         cfg = moco or MocoConfig(image_size=image_size, epochs=epochs, batch_size=batch_size,
                                  min_steps=min_steps)
         t = time.perf_counter()
-        X, finfo = _features(pool, features, cfg, seed=seed, dev=dev, cache_dir=cache_dir, resume=resume,
-                             progress=progress, loader=loader, dinfo=dinfo)
+        X, finfo, side = _features(pool, features, cfg, seed=seed, dev=dev, cache_dir=cache_dir, resume=resume,
+                                   progress=progress, loader=loader, dinfo=dinfo,
+                                   need_confidence="confidence" in selector.needs)
         timings["features_s"] = time.perf_counter() - t
         if not dinfo.is_main:
             return None  # rank 0 selects and writes
         t = time.perf_counter()
-        sel = selector.select(X, m, random_state=seed)
+        sel = selector.select(X, m, random_state=seed, side=side)
         timings["select_s"] = time.perf_counter() - t
         ids = [pool.ids[i] for i in sel.indices]
         paths = [pool.path(i) for i in sel.indices]
@@ -307,8 +316,8 @@ def embed(images_dir: str | Path, out: str | Path, *, seed: int = 0, image_size:
             pool = _load_pool(images_dir, image_size, cache_dir=cache_dir, progress=progress, dinfo=dinfo)
             cfg = moco or MocoConfig(image_size=image_size, epochs=epochs, batch_size=batch_size,
                                      min_steps=min_steps)
-            X, finfo = _features(pool, None, cfg, seed=seed, dev=dev, cache_dir=cache_dir, resume=resume,
-                                 progress=progress, loader=loader, dinfo=dinfo)
+            X, finfo, _ = _features(pool, None, cfg, seed=seed, dev=dev, cache_dir=cache_dir, resume=resume,
+                                    progress=progress, loader=loader, dinfo=dinfo)
             if outdir is None:
                 return None
             with outdir.writing():

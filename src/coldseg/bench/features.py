@@ -14,8 +14,9 @@ import numpy as np
 
 from coldseg.io.atomic import atomic_write
 
-#: (pool images (n, 3, S, S) uint8, seed) -> (n, d) features
-FeaturesFn = Callable[[np.ndarray, int], np.ndarray]
+#: (pool images (n, 3, S, S) uint8, seed) -> (n, d) features, or (features, {name: (n,) side array})
+#: where the method records per-image side arrays (MoCo's "confidence")
+FeaturesFn = Callable[[np.ndarray, int], "np.ndarray | tuple[np.ndarray, dict[str, np.ndarray]]"]
 
 
 def pixel_features(images: np.ndarray, seed: int = 0, *, grid: int = 8, dim: int = 32) -> np.ndarray:
@@ -51,23 +52,53 @@ def moco_features_fn(*, image_size: int, epochs: int | None, cache_dir: Path, de
         cfg = MocoConfig(image_size=image_size, **{k: int(v) for k, v in given.items() if v is not None})
         # resume=True: a sweep stopped during MoCo continues from the last epoch's checkpoint (the
         # cache key holds every setting, so only the same training can be resumed)
-        out = compute_features(images, seed=seed, settings=cfg, device=device, cache_dir=cache_dir,
-                               progress=progress, resume=True)
-        return out[0] if isinstance(out, tuple) else out
+        feats, info = compute_features(images, seed=seed, settings=cfg, device=device, cache_dir=cache_dir,
+                                       progress=progress, resume=True, need_confidence=True)
+        return feats, {"confidence": info.get("confidence")}
 
     return fn
 
 
-def cached_features(fn: FeaturesFn, images: np.ndarray, seed: int, path: Path) -> np.ndarray:
-    """``fn(images, seed)``, stored at ``path`` (.npy) and loaded from there on the next call."""
+def side_path(path: Path, name: str) -> Path:
+    """Where ``cached_features`` keeps side array ``name`` of the features at ``path``: moco-seed0.confidence.npy."""
+    return path.with_name(f"{path.stem}.{name}.npy")
+
+
+def cached_features(fn: FeaturesFn, images: np.ndarray, seed: int, path: Path,
+                    needs: tuple[str, ...] = ()) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """``fn(images, seed)``, stored at ``path`` (.npy; side arrays beside it, see :func:`side_path`) and
+    loaded from there on the next call. Returns (features (n, d), side arrays by name).
+
+    needs: side arrays the caller's strategies read; a folder whose cached features lack one is refused
+    (retraining would change the features other strategies of the folder were scored on).
+    """
+    n = len(images)
     if path.exists():
         feats = np.load(path)
-        if feats.ndim == 2 and feats.shape[0] == len(images):
-            return feats
-    feats = np.asarray(fn(images, seed))
-    if feats.ndim != 2 or feats.shape[0] != len(images):
-        raise ValueError(f"features function returned shape {feats.shape} for {len(images)} images; "
+        if feats.ndim == 2 and feats.shape[0] == n:
+            side = {k: np.load(side_path(path, k)) for k in needs if side_path(path, k).exists()}
+            missing = [k for k in needs if k not in side]
+            if missing:
+                raise ValueError(f"{path} was computed before {', '.join(missing)} was recorded beside it; the "
+                                 "strategies that read it need a new --out folder (retraining here would change "
+                                 "the features the folder's other runs used)")
+            return feats, side
+    out = fn(images, seed)
+    feats, side = out if isinstance(out, tuple) else (out, {})
+    feats = np.asarray(feats)
+    if feats.ndim != 2 or feats.shape[0] != n:
+        raise ValueError(f"features function returned shape {feats.shape} for {n} images; "
                          "it must return (n_images, n_features)")
+    side = {k: np.asarray(v) for k, v in side.items() if v is not None}
+    for k, v in side.items():
+        if v.shape != (n,):
+            raise ValueError(f"features function returned {k!r} of shape {v.shape}; it must be ({n},)")
+    missing = [k for k in needs if k not in side]
+    if missing:
+        raise ValueError(f"these features do not record {', '.join(missing)}, which a requested strategy reads; "
+                         "use --features moco")
     path.parent.mkdir(parents=True, exist_ok=True)
+    for k, v in side.items():    # before the features: their presence marks a complete entry
+        atomic_write(side_path(path, k), lambda tmp, v=v: np.save(tmp, v), suffix=".npy")
     atomic_write(path, lambda tmp: np.save(tmp, feats), suffix=".npy")
-    return feats
+    return feats, side

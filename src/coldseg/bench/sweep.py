@@ -111,7 +111,13 @@ def validate(cfg: BenchmarkConfig) -> None:
     """Everything checkable without reading the data; raises ValueError naming the bad value."""
     if not cfg.strategies:
         raise ValueError("no strategies given; pass e.g. --strategies random,ca")
-    strategy_kinds(cfg.strategies)
+    kinds = strategy_kinds(cfg.strategies)
+    if cfg.features == "pixels":
+        from coldseg.select.registry import get_selector
+
+        for n in (n for n, k in kinds.items() if k == "selector"):
+            if "confidence" in get_selector(n).needs:
+                raise ValueError(f"strategy {n!r} reads MoCo's per-image confidence; it needs --features moco")
     for r in cfg.ratios:
         if not 0 < float(r) <= 100:
             raise ValueError(f"ratio {r} must be a percentage in (0, 100], e.g. 10")
@@ -283,19 +289,21 @@ class _Ctx:
         self.lock = threading.Lock()
 
     # -- selections ---------------------------------------------------------------------------
-    def features(self, seed: int) -> np.ndarray:
+    def features(self, seed: int, needs: tuple[str, ...] = ()) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         fseed = feature_seed(self.cfg, seed)
         path = self.out / "features" / f"{self.cfg.features}-seed{fseed}.npy"
-        return cached_features(self.features_fn, self.pairs.images[self.pool_idx], fseed, path)
+        return cached_features(self.features_fn, self.pairs.images[self.pool_idx], fseed, path, needs)
 
     def select_oneshot(self, runs: list[Run]) -> None:
         from coldseg.select.registry import get_selector
 
         for seed in sorted({r.seed for r in runs}):
-            X = self.features(seed)                                         # (n_pool, d)
-            for run in (r for r in runs if r.seed == seed):
+            mine = [r for r in runs if r.seed == seed]
+            needs = tuple(sorted({k for r in mine for k in get_selector(r.strategy).needs}))
+            X, side = self.features(seed, needs)                            # (n_pool, d), {name: (n_pool,)}
+            for run in mine:
                 t0 = time.perf_counter()
-                sel = get_selector(run.strategy).select(X, run.n_labeled, random_state=seed)
+                sel = get_selector(run.strategy).select(X, run.n_labeled, random_state=seed, side=side)
                 self.picks[run.key] = (sel.indices, {"selection_seconds": time.perf_counter() - t0,
                                                      "info": sel.info})
 

@@ -192,6 +192,15 @@ def mean_over_ranks(x: torch.Tensor, info: DistInfo) -> torch.Tensor:
     return x / info.world_size
 
 
+def sum_over_ranks(x: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """The element-wise sum of ``x`` over the ranks (``x`` itself in one process)."""
+    if not info.active:
+        return x
+    x = x.detach().clone()
+    dist.all_reduce(x)
+    return x
+
+
 def shard(n: int, info: DistInfo) -> tuple[int, int, list[int]]:
     """This rank's contiguous slice [start, stop) of n rows, and every rank's row count."""
     counts = [len(c) for c in np.array_split(np.arange(n), info.world_size)]
@@ -229,7 +238,7 @@ def key_positions(perm: torch.Tensor, info: DistInfo) -> torch.Tensor:
 
 
 def moco_step(model: MoCo, ddp_q: nn.Module, im_q: torch.Tensor, im_k: torch.Tensor, perm: torch.Tensor,
-              info: DistInfo, ids: torch.Tensor | None = None) -> torch.Tensor:
+              info: DistInfo, ids: torch.Tensor | None = None, reduction: str = "mean") -> torch.Tensor:
     """MoCo loss of rank r's queries; updates f_k and the (identical) queue on every rank.
 
     im_q: (b, 3, H, W) views of global positions r·b … (r+1)·b − 1.
@@ -237,6 +246,7 @@ def moco_step(model: MoCo, ddp_q: nn.Module, im_q: torch.Tensor, im_k: torch.Ten
     perm: (B,) the shared key permutation, B = W·b.
     ids:  (B,) pool rows of global positions 0 … B − 1 (the same on every rank), for the queue's own-image
           mask (see :class:`MoCo`).
+    reduction: "mean" (scalar) or "none" ((b,), one term per query of this rank).
     """
     b = im_q.shape[0]
     q = F.normalize(ddp_q(im_q).float(), dim=1)                              # (b, dim)
@@ -248,6 +258,6 @@ def moco_step(model: MoCo, ddp_q: nn.Module, im_q: torch.Tensor, im_k: torch.Ten
         k_all[perm] = k_perm                                                 # (B, dim): row i = position i
     mine = slice(info.rank * b, (info.rank + 1) * b)
     loss = info_nce(q, k_all[mine], model.queue.clone().detach(), model.T,
-                    ids=None if ids is None else ids[mine], queue_ids=model.queue_ids.clone())
+                    ids=None if ids is None else ids[mine], queue_ids=model.queue_ids.clone(), reduction=reduction)
     model._enqueue(k_all, ids)
     return loss

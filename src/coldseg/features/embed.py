@@ -100,11 +100,15 @@ def compute_features(images: np.ndarray, *, seed: int = 0, settings: MocoConfig 
                      content_key: str | None = None, ids: list[str] | None = None,
                      grayscale: bool | None = None, resume: bool = False, use_cache: bool = True,
                      progress: bool = True, loader: LoaderConfig | None = None,
-                     dist: DistInfo | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+                     dist: DistInfo | None = None,
+                     need_confidence: bool = False) -> tuple[np.ndarray, dict[str, Any]]:
     """Features for a pool of (n, 3, S, S) uint8 images, trained from scratch with MoCo v2.
 
     Returns (features (n, d) float32, info) where info holds the training log, the cache key and
-    whether the cache was hit. With ``use_cache`` a finished result for the same content, seed and
+    whether the cache was hit, and ``info["confidence"]``: (n,) float32, each image's mean probability
+    of finding its positive during training (:meth:`MoCo.confidence`), stored as confidence.npy beside
+    the features; None for a cached result made before it was recorded, unless ``need_confidence``,
+    which retrains such a result. With ``use_cache`` a finished result for the same content, seed and
     settings is loaded instead of retrained; ``resume`` continues an interrupted training.
     ``images`` may be a memmap; ``loader`` says how the pixels are read (speed and memory only).
     Under torchrun (``dist``) every rank calls this with the same arguments: all train and embed their
@@ -121,15 +125,17 @@ def compute_features(images: np.ndarray, *, seed: int = 0, settings: MocoConfig 
     key = cache_key(content_key or array_content_key(images), cfg, seed, info.world_size)
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     folder = folder / key
-    feats_path, log_path = folder / "features.npy", folder / "train.json"
+    feats_path, log_path, conf_path = folder / "features.npy", folder / "train.json", folder / "confidence.npy"
     hit = use_cache and feats_path.exists() and log_path.exists() and \
-        np.load(feats_path, mmap_mode="r").shape[0] == images.shape[0]
+        np.load(feats_path, mmap_mode="r").shape[0] == images.shape[0] and \
+        (conf_path.exists() or not need_confidence)
     if broadcast_object(hit, info):  # rank 0 decides for every rank
         if info.is_main:  # a run killed after caching its result left its checkpoint behind
             (folder / "checkpoint.pt").unlink(missing_ok=True)
             remove_dead_temp_files(folder)
+        conf = np.load(conf_path) if conf_path.exists() else None
         return np.load(feats_path), {"cache_key": key, "cache_hit": True, "cache_dir": str(folder),
-                                     **json.loads(log_path.read_text())}
+                                     **json.loads(log_path.read_text()), "confidence": conf}
     folder.mkdir(parents=True, exist_ok=True)
     if info.is_main:  # temporaries of killed runs (checkpoint.pt.tmp<pid> is a whole checkpoint)
         remove_dead_temp_files(folder)
@@ -137,16 +143,18 @@ def compute_features(images: np.ndarray, *, seed: int = 0, settings: MocoConfig 
     model, log = train_moco(src, cfg, seed=seed, grayscale=grayscale, device=dev,
                             checkpoint=folder / "checkpoint.pt", resume=resume, progress=progress, dist=dist)
     feats = embed_images(model, src, layer=cfg.feature_layer, device=dev, dist=dist)
+    conf = model.confidence()                                                  # (n,)
     result = {"log": log, "grayscale": grayscale}
     if info.is_main:   # label-free: do augmented views stay neighbours? (coldseg.features.quality)
         from coldseg.features.quality import feature_check
 
         result["feature_check"] = feature_check(model, images, cfg, seed=seed, device=dev)
     if use_cache and info.is_main:
+        atomic_write(conf_path, lambda tmp: np.save(tmp, conf), suffix=".npy")
         atomic_write(feats_path, lambda tmp: np.save(tmp, feats), suffix=".npy")
         if ids is not None:
             atomic_write_bytes(folder / "ids.txt", ("\n".join(ids) + "\n").encode("utf-8", "surrogateescape"))
         atomic_write_bytes(log_path, json.dumps(result, indent=1).encode())
         # the checkpoint only serves --resume of an unfinished training: drop it (~140 MB at width 64)
         (folder / "checkpoint.pt").unlink(missing_ok=True)
-    return feats, {"cache_key": key, "cache_hit": False, "cache_dir": str(folder), **result}
+    return feats, {"cache_key": key, "cache_hit": False, "cache_dir": str(folder), **result, "confidence": conf}

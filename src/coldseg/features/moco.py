@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -44,8 +45,12 @@ def negative_similarities(q: torch.Tensor, queue: torch.Tensor, ids: torch.Tenso
 
 
 def info_nce(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, T: float, *,
-             ids: torch.Tensor | None = None, queue_ids: torch.Tensor | None = None) -> torch.Tensor:
+             ids: torch.Tensor | None = None, queue_ids: torch.Tensor | None = None,
+             reduction: str = "mean") -> torch.Tensor:
     """InfoNCE of eq. 6: mean over the batch of -log( exp(q·k+/T) / (exp(q·k+/T) + Σ_j exp(q·n_j/T)) ).
+
+    reduction: "mean" (a scalar) or "none" (B,): each query's own term, whose exp(-·) is the
+    probability the model gives its positive (the per-image confidence of :class:`MoCo`).
 
     q, k:   (B, D) L2-normalised queries and their positive keys.
     queue:  (K, D) L2-normalised negatives.
@@ -56,7 +61,7 @@ def info_nce(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, T: float, *,
     l_neg = negative_similarities(q, queue, ids, queue_ids)   # (B, K)
     logits = torch.cat([l_pos, l_neg], dim=1) / T     # (B, 1 + K)
     labels = torch.zeros(q.shape[0], dtype=torch.long, device=q.device)
-    return F.cross_entropy(logits.float(), labels)
+    return F.cross_entropy(logits.float(), labels, reduction=reduction)
 
 
 def split_encode(encoder: nn.Module, x: torch.Tensor, splits: int) -> torch.Tensor:
@@ -77,11 +82,19 @@ class MoCo(nn.Module):
     hundred images it often is (K is capped at half the pool, and the previous epoch's keys are still
     queued), and then its own older view counts as a negative. Passing ``ids`` masks those entries, so
     small pools train as the method assumes; without ``ids`` nothing is masked.
+
+    With ``pool_size`` = n the model also keeps, per pool row, the running sum and count of the
+    probability each training query gave its positive key (``confidence_sum``/``confidence_count``,
+    filled by the training loop). Their ratio, :meth:`confidence`, is the instance-discrimination
+    confidence averaged over training, from which Chen et al. (2022, "Making your first choice")
+    rank images as hard to contrast. Being buffers, they travel with the checkpoint.
     """
 
     def __init__(self, backbone: nn.Module, dim: int = 128, K: int = 4096, m: float = 0.99, T: float = 0.2,
-                 *, bn_splits: int = 1, generator: torch.Generator | None = None):
+                 *, bn_splits: int = 1, generator: torch.Generator | None = None, pool_size: int = 0):
         super().__init__()
+        self.register_buffer("confidence_sum", torch.zeros(pool_size, dtype=torch.float64))   # (n,)
+        self.register_buffer("confidence_count", torch.zeros(pool_size, dtype=torch.float64))  # (n,)
         self.K, self.m, self.T, self.bn_splits = K, m, T, bn_splits
         self.encoder_q = nn.Sequential(backbone, ProjectionHead(backbone.out_dim, backbone.out_dim, dim))
         self.encoder_k = copy.deepcopy(self.encoder_q)
@@ -105,9 +118,19 @@ class MoCo(nn.Module):
     def _split_encode(self, encoder: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return split_encode(encoder, x, self.bn_splits)
 
+    def confidence(self) -> np.ndarray:
+        """(n,) float32 mean positive probability per pool row over training; rows never trained on get the
+        mean of the others (every row is seen in a normal run: each epoch visits n // batch · batch rows)."""
+        s, c = self.confidence_sum.cpu().numpy(), self.confidence_count.cpu().numpy()
+        out = np.divide(s, c, out=np.full_like(s, np.nan), where=c > 0)
+        if np.isnan(out).any():
+            out[np.isnan(out)] = np.nanmean(out) if (c > 0).any() else 0.0
+        return out.astype(np.float32)
+
     def forward(self, im_q: torch.Tensor, im_k: torch.Tensor, *, shuffle: torch.Tensor | None = None,
-                ids: torch.Tensor | None = None) -> torch.Tensor:
+                ids: torch.Tensor | None = None, reduction: str = "mean") -> torch.Tensor:
         """Loss for one batch of view pairs (B, 3, H, W) each; updates f_k and the queue.
+        reduction: "mean" (scalar) or "none" ((B,) per query, see :func:`info_nce`).
 
         ids: (B,) pool rows of the images, to keep a query's own queued keys out of its negatives.
 
@@ -124,7 +147,8 @@ class MoCo(nn.Module):
             else:
                 k = self._split_encode(self.encoder_k, im_k)
             k = F.normalize(k.float(), dim=1)                        # (B, dim)
-        loss = info_nce(q, k, self.queue.clone().detach(), self.T, ids=ids, queue_ids=self.queue_ids.clone())
+        loss = info_nce(q, k, self.queue.clone().detach(), self.T, ids=ids, queue_ids=self.queue_ids.clone(),
+                        reduction=reduction)
         self._enqueue(k, ids)
         return loss
 

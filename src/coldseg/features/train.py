@@ -34,7 +34,7 @@ from coldseg.features.augment import (
 )
 from coldseg.features.distributed import (
     SINGLE, DistInfo, all_gather_object, average_bn_statistics, barrier, broadcast_object, key_positions,
-    mean_over_ranks, moco_step, wrap_query_encoder,
+    mean_over_ranks, moco_step, sum_over_ranks, wrap_query_encoder,
 )
 from coldseg.features.encoder import resnet18
 from coldseg.features.moco import MoCo
@@ -81,7 +81,7 @@ def queue_size(cfg: MocoConfig, n: int) -> int:
 def build_model(cfg: MocoConfig, n: int, gen: torch.Generator) -> MoCo:
     K = queue_size(cfg, n)
     return MoCo(resnet18(cfg.width), cfg.dim, K, cfg.momentum, cfg.temperature, bn_splits=cfg.bn_splits,
-                generator=gen)
+                generator=gen, pool_size=n)
 
 
 def initial_model(cfg: MocoConfig, n: int, seed: int) -> MoCo:
@@ -253,6 +253,7 @@ def train_moco(images: torch.Tensor | np.ndarray | PixelSource, cfg: MocoConfig,
         order = torch.randperm(n, generator=g_order, device=dev)
         rows, perms = _epoch_batches(order, steps_per_epoch, batch, g_order, info)
         run_loss = torch.zeros((), device=dev)
+        tally = torch.zeros((2, n), dtype=torch.float64, device=dev)   # this epoch: Σ p(positive), count
         for s, xb in enumerate(src.batches(rows)):
             step = epoch * steps_per_epoch + s
             ids = order[s * batch : (s + 1) * batch]        # (B,) pool rows of this global batch
@@ -264,13 +265,18 @@ def train_moco(images: torch.Tensor | np.ndarray | PixelSource, cfg: MocoConfig,
                 im_k = _cl(normalize(base_view(x, g_aug, aug)), dev)
                 shuffle = torch.randperm(batch, generator=g_aug, device=dev)
                 with _autocast(dev):
-                    loss = model(im_q, im_k, shuffle=shuffle, ids=ids)
+                    per_query = model(im_q, im_k, shuffle=shuffle, ids=ids, reduction="none")   # (B,)
+                mine = ids
             else:
                 b = batch // W
                 im_q = _cl(normalize(base_view(x[:b], g_aug, aug)), dev)
                 im_k = _cl(normalize(base_view(x[b:], g_aug, aug)), dev)
                 with _autocast(dev):
-                    loss = moco_step(model, ddp_q, im_q, im_k, perms[s], info, ids=ids)
+                    per_query = moco_step(model, ddp_q, im_q, im_k, perms[s], info, ids=ids, reduction="none")
+                mine = ids[info.rank * b : (info.rank + 1) * b]                             # (b,)
+            loss = per_query.mean()
+            tally[0].index_add_(0, mine, torch.exp(-per_query.detach().double()))
+            tally[1].index_add_(0, mine, torch.ones_like(tally[1][: len(mine)]))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -278,6 +284,9 @@ def train_moco(images: torch.Tensor | np.ndarray | PixelSource, cfg: MocoConfig,
             if show and (s % 20 == 19 or s == steps_per_epoch - 1):
                 bar.set_postfix(loss=f"{float(run_loss) / (s + 1):.3f}",
                                 img_s=f"{(s + 1) * batch / (time.perf_counter() - t0):.0f}")
+        tally = sum_over_ranks(tally, info)      # every rank adds the same epoch tally
+        model.confidence_sum += tally[0]
+        model.confidence_count += tally[1]
         if W > 1:
             average_bn_statistics(model, info)  # every rank now holds the same model
             run_loss = mean_over_ranks(run_loss, info)

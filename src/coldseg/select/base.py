@@ -28,6 +28,7 @@ a distance between two rows could exceed the float64 range (|x| > float64 max / 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -170,6 +171,23 @@ def check_budget(budget: Any, n: int) -> int:
     return budget
 
 
+def check_side(side: Mapping[str, Any] | None, needs: tuple[str, ...], n: int, name: str) -> dict[str, np.ndarray]:
+    """The side arrays a strategy ``needs``, each checked to be (n,) and finite, as float64."""
+    out = {}
+    for key in needs:
+        if side is None or side.get(key) is None:
+            raise ValueError(f"strategy {name!r} needs the per-image {key!r} besides the features; it is "
+                             "recorded by coldseg's own MoCo training, so it is missing with features from "
+                             "a file or array (train with coldseg instead)")
+        a = np.asarray(side[key], dtype=np.float64)
+        if a.shape != (n,):
+            raise ValueError(f"{key!r} has shape {a.shape}; strategy {name!r} needs one value per image ({n},)")
+        if not np.isfinite(a).all():
+            raise ValueError(f"{key!r} holds NaN or inf at rows {np.flatnonzero(~np.isfinite(a))[:5].tolist()}")
+        out[key] = a
+    return out
+
+
 class Selector(ABC):
     """Base class of every selection strategy.
 
@@ -180,19 +198,25 @@ class Selector(ABC):
     name: ClassVar[str] = ""
     #: one line for ``coldseg strategies`` and the README
     summary: ClassVar[str] = ""
+    #: per-image side arrays the strategy reads besides the features, passed to ``_select`` as keyword
+    #: arguments; "confidence" is MoCo's (see coldseg.features.moco.MoCo.confidence)
+    needs: ClassVar[tuple[str, ...]] = ()
 
-    def select(self, features: Any, budget: int, *, random_state: RandomState = None) -> Selection:
+    def select(self, features: Any, budget: int, *, random_state: RandomState = None,
+               side: Mapping[str, Any] | None = None) -> Selection:
         """``budget`` unique rows of ``features`` (n, d), in pick order; see :class:`Selection`.
 
+        side: per-image arrays (n,) by name, of which the strategy reads those in ``needs``.
         Huge features are scaled by a power of two first (module doc): same picks, distances in the
         caller's units. The caller's array is never modified.
         """
         X, max_abs = _checked(features)
         budget = check_budget(budget, X.shape[0])
+        extra = check_side(side, self.needs, X.shape[0], self.name)
         e = _exponent_for(max_abs)
         if e:
             X = scale_by_power_of_two(X, e)  # (n, d) a scaled copy
-        sel = self._select(X, budget, as_generator(random_state))
+        sel = self._select(X, budget, as_generator(random_state), **extra)
         _check_result(sel, budget, X.shape[0], self.name)
         if e:
             sel.distances = np.ldexp(sel.distances, np.intc(e))  # (budget,) back in the caller's units

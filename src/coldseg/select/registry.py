@@ -135,5 +135,6 @@ _BUILTIN_MODULES: list[str] = [
     "coldseg.select.probcover",
     "coldseg.select.ca_typical",
     "coldseg.select.herding",
+    "coldseg.select.hard_contrast",
 ]
 

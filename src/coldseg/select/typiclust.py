@@ -17,6 +17,7 @@ members are ranked once, on demand, with a chunked brute-force kNN (scikit-learn
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 
 import numpy as np
 from sklearn.cluster import MiniBatchKMeans, kmeans_plusplus
@@ -82,7 +83,22 @@ class TypiClust(Selector):
         return mb.labels_.astype(np.int64), mb.cluster_centers_.astype(np.float64)
 
     def _select(self, X: np.ndarray, budget: int, rng: np.random.Generator) -> Selection:
-        check_positive_ints(self, "k_nn", "min_cluster_size", "max_clusters", "minibatch_above")
+        check_positive_ints(self, "k_nn")
+
+        def score(members: np.ndarray) -> np.ndarray:
+            with threadpool_limits(limits=1):  # one small kNN per cluster (see kmeans._SMALL_FIT_THREADS)
+                return typicality(X[members], int(self.k_nn))
+
+        sel = self._pick(X, budget, rng, score)
+        sel.info["k_nn"] = int(self.k_nn)
+        sel.info["typicality"] = sel.info.pop("scores")
+        return sel
+
+    def _pick(self, X: np.ndarray, budget: int, rng: np.random.Generator,
+              score: Callable[[np.ndarray], np.ndarray]) -> Selection:
+        """Steps 1-2 of the module doc, with ``score(members)`` (m,) ranking a cluster's members (highest
+        first, ties: lower row index) in place of typicality."""
+        check_positive_ints(self, "min_cluster_size", "max_clusters", "minibatch_above")
         seed = int(rng.integers(2**31 - 1))
         distinct = n_distinct_rows(X, min(budget, int(self.max_clusters)))
         K = min(budget, int(self.max_clusters), distinct)
@@ -104,9 +120,8 @@ class TypiClust(Selector):
             c = int(cands[np.lexsort((cands, -sizes[cands], picked[cands]))[0]])
             if c not in ranked:
                 members = np.flatnonzero(labels == c)
-                with threadpool_limits(limits=1):  # one small kNN per cluster (see kmeans._SMALL_FIT_THREADS)
-                    t = typicality(X[members], int(self.k_nn))
-                order = np.lexsort((members, -t))  # most typical first, ties: lower row index
+                t = np.asarray(score(members), dtype=np.float64)
+                order = np.lexsort((members, -t))  # highest score first, ties: lower row index
                 ranked[c] = (members[order], t[order])
             members, t = ranked[c]
             idx.append(int(members[picked[c]]))
@@ -116,13 +131,12 @@ class TypiClust(Selector):
         idx_a, cl_a = np.asarray(idx, dtype=np.int64), np.asarray(cl, dtype=np.int64)
         info = {
             "k": int(K),
-            "k_nn": int(self.k_nn),
             "min_cluster_size": int(self.min_cluster_size),
             "clusterer": "kmeans" if X.shape[0] <= self.minibatch_above else "minibatch_kmeans",
             "cluster_sizes": sizes.tolist(),
             "picks_per_cluster": picked.tolist(),
             "picks_from_small_clusters": int((~big[cl_a]).sum()),
-            "typicality": [round(v, 6) for v in typ],
+            "scores": [round(v, 6) for v in typ],
         }
         dist = np.linalg.norm(X[idx_a] - centers[cl_a], axis=1)
         return Selection(idx_a, cl_a, dist, labels=labels, info=info)
