@@ -9,6 +9,10 @@ batch 128 = 350 steps left the loss at chance and the feature check's knn_overla
 augmentation t by its MoCo loss L(θ | t) (see :func:`candidate_losses`), keeps t* = argmax, and the
 remaining epochs (phase 2) append t* to the view pipeline with probability ``AugmentConfig.extra_p``.
 
+Every step also adds, for each query, the probability it gave its positive key to that image's tally
+(``MoCo.confidence_sum``/``confidence_count``; summed over the ranks at each epoch's end): the
+per-image confidence that the ``hard-contrast`` strategy reads (``MoCo.confidence``).
+
 Every epoch ends with an atomic checkpoint (model, optimiser, queue, generator states, phase-1 result);
 ``resume=True`` continues from it and, on CPU, gives bit-identical weights to an uninterrupted run.
 
