@@ -45,7 +45,9 @@ def _sha(tensors) -> str:
 def _digest(model) -> dict:
     return {"queue": _sha([model.queue]), "queue_ptr": int(model.queue_ptr),
             "encoder_q": _sha(model.encoder_q.parameters()), "encoder_k": _sha(model.encoder_k.parameters()),
-            "buffers": _sha(b for n, b in model.named_buffers() if "running" in n)}
+            "buffers": _sha(b for n, b in model.named_buffers() if "running" in n),
+            "confidence": _sha([model.confidence_sum, model.confidence_count]),
+            "confidence_terms": float(model.confidence_count.sum())}
 
 
 # --- the process side (run by torchrun) --------------------------------------------------------------
@@ -157,6 +159,8 @@ def test_every_rank_holds_the_same_queue_and_model(launched):
     assert r0["select_digest"] == r1["select_digest"]
     # 2 epochs × 3 steps × 8 keys = 48 keys into a queue of K = max(8, min(4096, 29 // 2)) = 14 slots
     assert r0["select_digest"]["queue_ptr"] == 48 % 14
+    # the per-image confidence tally is summed over the ranks: one term per query, 48 in all, on both
+    assert r0["select_digest"]["confidence_terms"] == 48
 
 
 def test_distributed_resume_is_bit_identical(launched):
