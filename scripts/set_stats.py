@@ -14,6 +14,9 @@ import argparse
 import sys
 from pathlib import Path
 
+import numpy as np
+from scipy.stats import spearmanr
+
 from coldseg.bench.causes import (STATS, correlations, encoded_r2, load_folder, markdown, measure_runs,
                                   plot_causes, strategy_means, to_json)
 
@@ -46,9 +49,27 @@ def main(argv: list[str] | None = None) -> int:
         r2 = ", ".join(f"{encoded_r2(X, fg):+.2f}" for X in encoders.values())
         print(f"## {folder.name}\n\n{markdown(corrs)}\n\n{strategy_means(rows, STATS)}\n\n"
               f"Foreground fraction from the features (cross-validated ridge R^2, per encoder): {r2}\n")
+        conf = confidence_lines(folder, fg, contrast)
+        if conf:
+            print(conf + "\n")
     if a.figure:
         print(f"figure: {plot_causes(a.figure, panels)}", file=sys.stderr if a.json else sys.stdout)
     return 0
+
+
+def confidence_lines(folder: Path, fg, contrast) -> str:
+    """Where the folder's encoders recorded MoCo's per-image confidence (hard-contrast reads it): how it
+    ranks against each image's foreground fraction and contrast, and the foreground of the hardest tenth."""
+    out = []
+    for path in sorted((folder / "features").glob("*-seed*.confidence.npy")):
+        c = np.load(path)
+        if c.shape != fg.shape:
+            continue
+        hard = c <= np.quantile(c, 0.1)
+        out.append(f"- {path.name}: Spearman with foreground {spearmanr(c, fg)[0]:+.2f}, with contrast "
+                   f"{spearmanr(c, contrast)[0]:+.2f}; foreground of the least confident tenth "
+                   f"{fg[hard].mean():.3f} against {fg.mean():.3f} in the pool")
+    return ("MoCo confidence per image (label-based reading):\n" + "\n".join(out)) if out else ""
 
 
 if __name__ == "__main__":
