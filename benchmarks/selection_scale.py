@@ -2,7 +2,8 @@
 
 Each (selector, n) pair runs in a fresh Python process (this script in ``--child`` mode), so one
 selector's allocations never inflate another's peak. The child loads the cached features, times
-``get_selector(name).select(X, budget, random_state=seed)`` and prints one JSON line:
+``get_selector(name).select(X, budget, random_state=seed)`` (with a uniform random per-image
+side array for a strategy that reads one, as hard-contrast reads MoCo's confidence) and prints one JSON line:
 
     {"selector": "ca", "n": 1000000, "d": 128, "budget": 10000, "seconds": 61.2, "peak_rss_mb": 1480.3,
      "loaded_rss_mb": 770.1}
@@ -79,9 +80,12 @@ def child(args: argparse.Namespace) -> None:
     n, d = X.shape
     budget = max(1, round(args.budget_frac * n))
     row = {"selector": args.child, "n": n, "d": d, "budget": budget}
+    # a strategy that reads per-image side arrays (hard-contrast: MoCo's confidence) gets uniform draws,
+    # made before the timer, like the features
+    side = {k: np.random.default_rng(args.seed).uniform(0.0, 1.0, n) for k in selector.needs} or None
     loaded = _status_mb("VmRSS")
     t = time.perf_counter()
-    selector.select(X, budget, random_state=args.seed)
+    selector.select(X, budget, random_state=args.seed, side=side)
     row.update(seconds=round(time.perf_counter() - t, 3), peak_rss_mb=round(_status_mb("VmHWM"), 1),
                loaded_rss_mb=round(loaded, 1))
     print(json.dumps(row), flush=True)
