@@ -63,6 +63,12 @@ def test_checkpoint_of_other_settings_or_seed_is_refused(images, tiny_moco, tmp_
                    progress=False)
     with pytest.raises(ValueError, match="made with other settings"):
         train_moco(images, cfg, seed=1, checkpoint=ckpt, resume=True, progress=False)
+    # a checkpoint of a version that kept no per-image confidence tally
+    st = torch.load(ckpt, weights_only=False)
+    st["model"] = {k: v for k, v in st["model"].items() if not k.startswith("confidence_")}
+    torch.save(st, ckpt)
+    with pytest.raises(ValueError, match="older coldseg"):
+        train_moco(images, cfg, seed=0, checkpoint=ckpt, resume=True, progress=False)
 
 
 def _args(pool, out, cache, *extra):

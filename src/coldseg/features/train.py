@@ -228,6 +228,9 @@ def train_moco(images: torch.Tensor | np.ndarray | PixelSource, cfg: MocoConfig,
         if st.get("world_size", 1) != W:
             raise ValueError(f"checkpoint {checkpoint} was made by {st.get('world_size', 1)} process(es), this run "
                              f"has {W}; resume with the same number or rerun without --resume")
+        if "confidence_sum" not in st["model"]:
+            raise ValueError(f"checkpoint {checkpoint} was made by an older coldseg that did not record the per-image "
+                             "confidence; rerun without --resume")
         model.load_state_dict(st["model"])
         opt.load_state_dict(st["opt"])
         g_aug.set_state(st["g_aug_ranks"][info.rank] if W > 1 else st["g_aug"])
