@@ -200,3 +200,29 @@ def test_cli_reports_a_busy_folder_in_one_line(tmp_path, capsys):
                      "--seeds", "1", "--tiny", "--features", "pixels", "--quiet", "--no-full", "--device", "cpu"])
     err = capsys.readouterr().err
     assert code == 2 and "another coldseg benchmark is writing" in err and "Traceback" not in err
+
+
+def test_records_copied_without_their_results_are_named(tmp_path):
+    """Rows copied into runs.jsonl alone do not count as done (results.csv decides): the sweep says so."""
+    import shutil
+    import warnings
+
+    from coldseg.bench.sweep import run_benchmark
+
+    data = write_pairs(tmp_path / "data")
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    cfg = dict(strategies=["random"], ratios=[50], seeds=[0, 1], include_full=False)
+    run_benchmark(tiny_config(data, src, **cfg), features_fn=fake_features)
+    dst.mkdir()
+    for f in (R.RUNS, "settings.json"):
+        shutil.copy(src / f, dst / f)
+    assert len(R.records_without_result(dst)) == 2
+    with pytest.warns(UserWarning, match="2 planned runs already have a record"):
+        run_benchmark(tiny_config(data, dst, **cfg), features_fn=fake_features)
+    assert R.records_without_result(dst) == set()
+    # with both files copied nothing runs again and nothing is said
+    other = tmp_path / "both"
+    shutil.copytree(src, other)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert run_benchmark(tiny_config(data, other, **cfg), features_fn=fake_features).new_runs == 0

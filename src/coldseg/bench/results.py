@@ -167,6 +167,14 @@ def done_keys(out_dir: str | os.PathLike) -> set[RunKey]:
     return {RunKey.of(r) for r in read_results(out_dir)}
 
 
+def records_without_result(out_dir: str | os.PathLike) -> set[RunKey]:
+    """Runs recorded in runs.jsonl that results.csv lacks. results.csv decides what is done, so these run
+    again: one is normal after a kill between the two writes; many mean runs.jsonl was copied or
+    edited without results.csv."""
+    records = read_jsonl(Path(out_dir) / RUNS)
+    return {RunKey.of(r) for r in records} - done_keys(out_dir)
+
+
 def append_run_record(out_dir: str | os.PathLike, record: dict[str, Any]) -> None:
     """One JSON line in runs.jsonl (picked ids in order, round sizes, selector info)."""
     append_jsonl(Path(out_dir) / RUNS, record)

@@ -21,6 +21,7 @@ import dataclasses
 import hashlib
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -249,6 +250,11 @@ def run_benchmark(cfg: BenchmarkConfig, *, features_fn: FeaturesFn | None = None
                                   legacy=LEGACY_SSL_SCHEDULE if cfg.features == "moco" else None)
         dataset = Path(cfg.data_dir).resolve().name
         runs, skipped = plan(cfg, kinds, len(pool_idx), dataset, R.done_keys(out))
+        orphans = R.records_without_result(out) & {R.RunKey(dataset, r.strategy, r.ratio, r.seed) for r in runs}
+        if len(orphans) > 1:
+            warnings.warn(f"{len(orphans)} planned runs already have a record in {out / R.RUNS} but no row in "
+                          f"{out / R.RESULTS}, which decides what is done: they run again. Rows copied from another "
+                          "folder must go into both files.", stacklevel=2)
         dev = resolve_device(cfg.device)
         if runs:   # sessions that add runs are logged (command, device, wall time); a no-op rerun is not
             R.log_session(out, {"command": cfg.command or "(library call)", "device": str(dev),
