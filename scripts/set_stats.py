@@ -66,8 +66,9 @@ def confidence_lines(folder: Path, fg, contrast) -> str:
         if c.shape != fg.shape:
             continue
         hard = c <= np.quantile(c, 0.1)
-        out.append(f"- {path.name}: median {np.median(c):.4f}; Spearman with foreground {spearmanr(c, fg)[0]:+.2f}, with contrast "
-                   f"{spearmanr(c, contrast)[0]:+.2f}; foreground of the least confident tenth "
+        out.append(f"- {path.name}: median {np.median(c):.4f}; Spearman with foreground "
+                   f"{spearmanr(c, fg)[0]:+.2f}, with contrast {spearmanr(c, contrast)[0]:+.2f}; "
+                   f"foreground of the least confident tenth "
                    f"{fg[hard].mean():.3f} against {fg.mean():.3f} in the pool")
     return ("MoCo confidence per image (label-based reading):\n" + "\n".join(out)) if out else ""
 

@@ -81,6 +81,10 @@ def test_confidence_is_cached_and_old_caches_are_retrained_when_needed(tiny_moco
     np.testing.assert_array_equal(np.load(folder / "confidence.npy"), info["confidence"])
     X2, hit = compute_features(images, seed=0, settings=cfg, cache_dir=tmp_path, progress=False)
     assert hit["cache_hit"] and np.array_equal(hit["confidence"], info["confidence"])
+    # a damaged confidence (not one value per image) is not returned, and is retrained when needed
+    np.save(folder / "confidence.npy", np.ones(3, np.float32))
+    assert compute_features(images, seed=0, settings=cfg, cache_dir=tmp_path, progress=False)[1]["confidence"] is None
+    np.save(folder / "confidence.npy", info["confidence"])
     # a cache written before the confidence was recorded: used as is, unless the caller needs it
     (folder / "confidence.npy").unlink()
     old = compute_features(images, seed=0, settings=cfg, cache_dir=tmp_path, progress=False)[1]
@@ -105,6 +109,10 @@ def test_benchmark_cache_keeps_side_arrays_beside_the_features(tmp_path):
     X2, side2 = cached_features(fn, images, 0, path, ("confidence",))
     assert calls == [0] and np.array_equal(X, X2)
     np.testing.assert_array_equal(side2["confidence"], np.linspace(0.1, 0.5, 5))
+    # a side array of the wrong length is named, with the fix
+    np.save(side_path(path, "confidence"), np.ones(4))
+    with pytest.raises(ValueError, match=r"moco-seed0.confidence.npy holds \(4,\) values for 5 pool images"):
+        cached_features(fn, images, 0, path, ("confidence",))
     # a folder whose features predate the side array is refused, not silently retrained
     side_path(path, "confidence").unlink()
     with pytest.raises(ValueError, match="new --out folder"):

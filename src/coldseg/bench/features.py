@@ -77,6 +77,10 @@ def cached_features(fn: FeaturesFn, images: np.ndarray, seed: int, path: Path,
         feats = np.load(path)
         if feats.ndim == 2 and feats.shape[0] == n:
             side = {k: np.load(side_path(path, k)) for k in needs if side_path(path, k).exists()}
+            for k, v in side.items():
+                if v.shape != (n,):
+                    raise ValueError(f"{side_path(path, k)} holds {v.shape} values for {n} pool images: it belongs to "
+                                     f"other features; delete it and {path.name} to recompute both")
             missing = [k for k in needs if k not in side]
             if missing:
                 raise ValueError(f"{path} was computed before {', '.join(missing)} was recorded beside it; the "

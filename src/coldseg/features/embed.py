@@ -126,14 +126,19 @@ def compute_features(images: np.ndarray, *, seed: int = 0, settings: MocoConfig 
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     folder = folder / key
     feats_path, log_path, conf_path = folder / "features.npy", folder / "train.json", folder / "confidence.npy"
+    n = images.shape[0]
+
+    def cached_confidence() -> np.ndarray | None:   # None when absent or not one value per image
+        return np.load(conf_path) if conf_path.exists() and np.load(conf_path, mmap_mode="r").shape == (n,) else None
+
     hit = use_cache and feats_path.exists() and log_path.exists() and \
-        np.load(feats_path, mmap_mode="r").shape[0] == images.shape[0] and \
-        (conf_path.exists() or not need_confidence)
+        np.load(feats_path, mmap_mode="r").shape[0] == n and \
+        (not need_confidence or cached_confidence() is not None)
     if broadcast_object(hit, info):  # rank 0 decides for every rank
         if info.is_main:  # a run killed after caching its result left its checkpoint behind
             (folder / "checkpoint.pt").unlink(missing_ok=True)
             remove_dead_temp_files(folder)
-        conf = np.load(conf_path) if conf_path.exists() else None
+        conf = cached_confidence()
         return np.load(feats_path), {"cache_key": key, "cache_hit": True, "cache_dir": str(folder),
                                      **json.loads(log_path.read_text()), "confidence": conf}
     folder.mkdir(parents=True, exist_ok=True)
