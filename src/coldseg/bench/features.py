@@ -41,15 +41,18 @@ def pixel_features(images: np.ndarray, seed: int = 0, *, grid: int = 8, dim: int
 
 
 def moco_features_fn(*, image_size: int, epochs: int | None, cache_dir: Path, device: str | None,
-                     progress: bool, batch_size: int | None = None, min_steps: int | None = None) -> FeaturesFn:
-    """The project's MoCo v2 features (imported lazily); trained per seed, cached in ``cache_dir``."""
+                     progress: bool, batch_size: int | None = None, min_steps: int | None = None,
+                     layer: str = "head") -> FeaturesFn:
+    """The project's MoCo v2 features (imported lazily); trained per seed, cached in ``cache_dir``.
+    ``layer``: 'head' (the projection head's output) or 'backbone' (the pooled ResNet output before it)."""
 
     def fn(images: np.ndarray, seed: int) -> np.ndarray:
         from coldseg.features.embed import compute_features
         from coldseg.features.train import MocoConfig
 
         given = {"epochs": epochs, "batch_size": batch_size, "min_steps": min_steps}
-        cfg = MocoConfig(image_size=image_size, **{k: int(v) for k, v in given.items() if v is not None})
+        cfg = MocoConfig(image_size=image_size, feature_layer=layer,
+                         **{k: int(v) for k, v in given.items() if v is not None})
         # resume=True: a sweep stopped during MoCo continues from the last epoch's checkpoint (the
         # cache key holds every setting, so only the same training can be resumed)
         feats, info = compute_features(images, seed=seed, settings=cfg, device=device, cache_dir=cache_dir,
@@ -100,7 +103,7 @@ def cached_features(fn: FeaturesFn, images: np.ndarray, seed: int, path: Path,
     missing = [k for k in needs if k not in side]
     if missing:
         raise ValueError(f"these features do not record {', '.join(missing)}, which a requested strategy reads; "
-                         "use --features moco")
+                         "use --features moco or moco-backbone")
     path.parent.mkdir(parents=True, exist_ok=True)
     for k, v in side.items():    # before the features: their presence marks a complete entry
         atomic_write(side_path(path, k), lambda tmp, v=v: np.save(tmp, v), suffix=".npy")

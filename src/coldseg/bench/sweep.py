@@ -55,7 +55,7 @@ class BenchmarkConfig:
     multiclass: bool = False
     masks_dir: str = "masks"
     rounds: int = 3                     # iterative strategies: rounds including the random first one
-    features: str = "moco"              # 'moco' | 'pixels' | a label for an injected features_fn
+    features: str = "moco"              # 'moco' | 'moco-backbone' | 'pixels' | a label for an injected features_fn
     ssl_epochs: int | None = None       # MoCo epochs (None: MocoConfig's default)
     ssl_batch_size: int | None = None   # MoCo batch (None: MocoConfig's default)
     ssl_min_steps: int | None = None    # MoCo minimum SGD steps (None: MocoConfig's default)
@@ -168,6 +168,9 @@ def feature_seed(cfg: BenchmarkConfig, seed: int) -> int:
     return int(seed) if cfg.feature_seeds is None else int(seed) % int(cfg.feature_seeds)
 
 
+#: --features kinds that train MoCo, and the layer each embeds (the training is the same for both)
+MOCO_LAYERS = {"moco": "head", "moco-backbone": "backbone"}
+
 #: MoCo schedule of folders written before it was recorded (MocoConfig's defaults until 2026-11-27)
 LEGACY_SSL_SCHEDULE = {"ssl_batch_size": 128, "ssl_min_steps": 0}
 
@@ -175,7 +178,7 @@ LEGACY_SSL_SCHEDULE = {"ssl_batch_size": 128, "ssl_min_steps": 0}
 def _ssl_schedule_setting(cfg: BenchmarkConfig) -> dict[str, int]:
     # the effective MoCo batch and minimum steps, so a change of MocoConfig's defaults cannot mix two
     # feature trainings in one folder; folders that lack them were made with LEGACY_SSL_SCHEDULE
-    if cfg.features != "moco":
+    if cfg.features not in MOCO_LAYERS:
         return {}
     from coldseg.features.train import MocoConfig
 
@@ -247,7 +250,7 @@ def run_benchmark(cfg: BenchmarkConfig, *, features_fn: FeaturesFn | None = None
         for folder in (out, out / "features"):   # temporaries of a killed earlier invocation
             remove_dead_temp_files(folder)
         R.check_or_write_settings(out, settings_of(cfg, seg, pairs),
-                                  legacy=LEGACY_SSL_SCHEDULE if cfg.features == "moco" else None)
+                                  legacy=LEGACY_SSL_SCHEDULE if cfg.features in MOCO_LAYERS else None)
         dataset = Path(cfg.data_dir).resolve().name
         runs, skipped = plan(cfg, kinds, len(pool_idx), dataset, R.done_keys(out))
         orphans = R.records_without_result(out) & {R.RunKey(dataset, r.strategy, r.ratio, r.seed) for r in runs}
@@ -272,13 +275,13 @@ def run_benchmark(cfg: BenchmarkConfig, *, features_fn: FeaturesFn | None = None
 
 
 def _features_fn(cfg: BenchmarkConfig, out: Path) -> FeaturesFn:
-    table: dict[str, Callable[[], FeaturesFn]] = {
-        "pixels": lambda: pixel_features,
-        "moco": lambda: moco_features_fn(image_size=cfg.image_size, epochs=cfg.ssl_epochs,
-                                         batch_size=cfg.ssl_batch_size, min_steps=cfg.ssl_min_steps,
-                                         cache_dir=out / "features" / "moco", device=cfg.device,
-                                         progress=cfg.progress),
-    }
+    def moco(layer: str) -> FeaturesFn:
+        return moco_features_fn(image_size=cfg.image_size, epochs=cfg.ssl_epochs, batch_size=cfg.ssl_batch_size,
+                                min_steps=cfg.ssl_min_steps, cache_dir=out / "features" / "moco", device=cfg.device,
+                                progress=cfg.progress, layer=layer)
+
+    table: dict[str, Callable[[], FeaturesFn]] = {"pixels": lambda: pixel_features}
+    table.update({kind: (lambda layer=layer: moco(layer)) for kind, layer in MOCO_LAYERS.items()})
     if cfg.features not in table:
         raise ValueError(f"features={cfg.features!r}: choose one of {', '.join(table)}, or pass features_fn")
     return table[cfg.features]()
