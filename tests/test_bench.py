@@ -1,5 +1,6 @@
 """The benchmark harness: statistics by hand, iterative-strategy invariants, and a whole tiny sweep on CPU."""
 import csv
+import dataclasses
 import math
 import time
 import warnings
@@ -312,3 +313,31 @@ def test_real_chest_xray_sweep_with_moco_features(shared_data, tmp_path):
     assert len(rows) == 3 * 2 + 2
     assert all(0 <= r["dice"] <= 1 and r["hd95"] >= 0 for r in rows)
     assert (out / "features" / "moco-seed1.npy").exists()
+
+
+@pytest.mark.filterwarnings("ignore:the trained features")   # a 1-epoch tiny MoCo has not learnt
+def test_moco_backbone_features_are_the_same_training_embedded_before_the_head(tmp_path, monkeypatch, tiny_moco,
+                                                                             one_torch_thread):
+    import coldseg.features.train as T
+    from coldseg.bench.sweep import BenchmarkConfig, _features_fn
+
+    made, real = [], T.MocoConfig
+
+    def tiny(**kw):   # the sweep's MoCo settings, on the tiny model
+        made.append(real(**kw))
+        return dataclasses.replace(tiny_moco, **kw)
+
+    monkeypatch.setattr(T, "MocoConfig", tiny)
+    images = np.random.default_rng(0).integers(0, 256, (16, 3, 32, 32), dtype=np.uint8)
+    out = {}
+    for kind in ("moco", "moco-backbone"):
+        cfg = BenchmarkConfig(data_dir=tmp_path, out_dir=tmp_path / "o", strategies=["kmedian"], ratios=[10],
+                              seeds=[0], image_size=32, features=kind, progress=False, device="cpu")
+        out[kind] = _features_fn(cfg, tmp_path / "o")(images, 0)
+    assert [c.feature_layer for c in made] == ["head", "backbone"]
+    (head, s_head), (back, s_back) = out["moco"], out["moco-backbone"]
+    assert head.shape == (16, tiny_moco.dim) and back.shape == (16, 8 * tiny_moco.width)   # ResNet-18: 8·width
+    np.testing.assert_allclose(np.linalg.norm(back, axis=1), 1.0, rtol=1e-5)
+    # one training (same seed and settings), two layers: the recorded confidence is identical
+    np.testing.assert_array_equal(s_head["confidence"], s_back["confidence"])
+    assert len(list((tmp_path / "o" / "features" / "moco").iterdir())) == 2    # cached apart
