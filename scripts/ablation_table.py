@@ -5,6 +5,13 @@ A folder made with ``--feature-seeds F`` (seeds sharing an encoder are not indep
 column: the mean over ratios averaged per encoder first, the interval then taken over the F encoders.
 
     python scripts/ablation_table.py docs/results/kvasir_seg_cpu64_validation [--ratios 5,10,20]
+
+``--with OTHER:LABEL`` adds another folder's strategies as ``name (LABEL)``, paired by seed (the two
+folders' shared runs, such as copied ``random`` rows, must agree); ``--baseline NAME`` takes the
+differences to that strategy instead of ``random``, e.g. the same selector on two kinds of features:
+
+    python scripts/ablation_table.py docs/results/isic2017_cpu64_validation_backbone \
+        --with docs/results/isic2017_cpu64_validation_hardcontrast:head --baseline "kmedian (head)"
 """
 from __future__ import annotations
 
@@ -24,17 +31,40 @@ def interval(x: np.ndarray) -> str:
     return f"{m:+.2f}" if n < 2 else f"{m:+.2f} [{lo:+.2f}, {hi:+.2f}]"
 
 
+def read_dice(folder: Path) -> dict[str, dict[tuple[float, int], float]]:
+    """{strategy: {(ratio, seed): dice}} of a benchmark folder's results.csv."""
+    dice: dict[str, dict[tuple[float, int], float]] = defaultdict(dict)
+    with open(folder / "results.csv", newline="") as f:
+        for r in csv.DictReader(f):
+            dice[r["strategy"]][(float(r["ratio"]), int(r["seed"]))] = float(r["dice"])
+    return dice
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("folder", type=Path)
     ap.add_argument("--ratios", default="5,10,20")
+    ap.add_argument("--with", dest="others", action="append", default=[], metavar="FOLDER:LABEL",
+                    help="add FOLDER's strategies as 'name (LABEL)' (repeatable)")
+    ap.add_argument("--baseline", default="random", help="differences to this strategy (default random)")
     args = ap.parse_args()
     ratios = [float(r) for r in args.ratios.split(",")]
-    dice: dict[str, dict[tuple[float, int], float]] = defaultdict(dict)
-    with open(args.folder / "results.csv", newline="") as f:
-        for r in csv.DictReader(f):
-            dice[r["strategy"]][(float(r["ratio"]), int(r["seed"]))] = float(r["dice"])
-    rnd = dice["random"]
+    dice = read_dice(args.folder)
+    for spec in args.others:
+        folder, _, label = spec.rpartition(":")
+        if not folder or not label:
+            ap.error(f"--with {spec!r}: give FOLDER:LABEL")
+        for name, cells in read_dice(Path(folder)).items():
+            if name in ("random", "full"):   # shared runs: must be the same runs, then nothing to add
+                clash = [k for k, v in cells.items() if k in dice[name] and dice[name][k] != v]
+                if clash:
+                    raise SystemExit(f"{folder}: its {name} runs differ from {args.folder}'s at (ratio, seed) "
+                                     f"{clash[:3]}: the folders are not paired")
+                continue
+            dice[f"{name} ({label})"] = cells
+    if args.baseline not in dice:
+        raise SystemExit(f"--baseline {args.baseline!r}: no such strategy; have {', '.join(sorted(dice))}")
+    rnd = dice[args.baseline]
     seeds = sorted({s for (_, s) in rnd})
     settings = args.folder / "settings.json"
     encoders = json.loads(settings.read_text())["settings"].get("feature_seeds") if settings.exists() else None
@@ -42,7 +72,7 @@ def main() -> None:
     print("| strategy | " + " | ".join(f"{r:g}%" for r in ratios) + " | mean over ratios (per seed) |" + extra)
     print("|---|" + "---|" * (len(ratios) + 1 + bool(encoders)))
     for name in sorted(dice, key=lambda n: (n != "random", n)):
-        if name in ("random", "full"):
+        if name in ("full", args.baseline):
             continue
         cells = []
         for r in ratios:
@@ -56,7 +86,7 @@ def main() -> None:
             per_enc = np.array([np.mean(g) for g in groups if g])
             cells.append(interval(per_enc) + f" n={len(per_enc)}" if len(per_enc) else "–")
         print(f"| `{name}` | " + " | ".join(cells) + " |")
-    print("\nDice points (×100) of strategy − random on matched seeds; [95 % t-interval over seeds"
+    print(f"\nDice points (×100) of strategy − {args.baseline} on matched seeds; [95 % t-interval over seeds"
           + (f"; last column over the {encoders} encoders, seed s using encoder s % {encoders}]." if encoders else "]."))
 
 
