@@ -121,12 +121,12 @@ def cli(capsys):
 @pytest.fixture
 def tiny_cli(monkeypatch, tiny_moco):
     """Make the CLI train the tiny width-8 encoder (the CLI has no --width flag); image size, epochs and
-    batch size still come from the command line. Returns the config the CLI will build for given flags."""
+    batch size and feature layer still come from the command line. Returns the config the CLI will build for given flags."""
     import coldseg.cli
 
     def moco(args):
         return dataclasses.replace(tiny_moco, image_size=args.image_size, epochs=args.epochs,
-                                   batch_size=args.batch_size)
+                                   batch_size=args.batch_size, feature_layer=args.feature_layer)
 
     monkeypatch.setattr(coldseg.cli, "_moco", moco)
     return tiny_moco

@@ -312,7 +312,7 @@ def test_real_chest_xray_sweep_with_moco_features(shared_data, tmp_path):
     rows = R.read_results(out)
     assert len(rows) == 3 * 2 + 2
     assert all(0 <= r["dice"] <= 1 and r["hd95"] >= 0 for r in rows)
-    assert (out / "features" / "moco-seed1.npy").exists()
+    assert (out / "features" / "moco-backbone-seed1.npy").exists()   # the default: what `select` uses
 
 
 @pytest.mark.filterwarnings("ignore:the trained features")   # a 1-epoch tiny MoCo has not learnt

@@ -137,3 +137,11 @@ def test_queue_remembers_the_rows_of_its_keys():
     assert model.queue_ids.tolist() == [3, 8, 9, 1, 2]      # wrapped: 7 was replaced by 3
     model._enqueue(F.normalize(torch.randn(1, 4), dim=1))     # keys without rows never match
     assert model.queue_ids.tolist() == [3, -1, 9, 1, 2]
+
+
+def test_feature_layer_is_checked_and_defaults_to_the_backbone():
+    from coldseg.features.train import FEATURE_LAYERS, MocoConfig
+
+    assert MocoConfig().feature_layer == "backbone" and set(FEATURE_LAYERS) == {"backbone", "head"}
+    with pytest.raises(ValueError, match="feature_layer='neck': choose backbone or head"):
+        MocoConfig(feature_layer="neck")

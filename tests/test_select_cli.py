@@ -258,7 +258,7 @@ def test_selected_txt_and_labelstudio(run):
 
 def test_features_npy_and_ids(run):
     X = np.load(run["out"] / "features.npy")
-    assert X.shape == (24, 128) and X.dtype == np.float32
+    assert X.shape == (24, 64) and X.dtype == np.float32     # backbone of the width-8 ResNet-18: 8 · 8
     np.testing.assert_allclose(np.linalg.norm(X, axis=1), 1.0, atol=1e-5)
     ids = (run["out"] / "feature_ids.txt").read_text().splitlines()
     assert ids == run["res"].pool.ids and len(ids) == 24
@@ -281,7 +281,7 @@ def test_manifest(run):
     assert aug["winner"] == max(aug["candidates"], key=aug["candidates"].get)
     assert aug["chosen_after_epoch"] == 1
     f = man["features"]
-    assert f["source"] == "moco" and f["dim"] == 128 and f["layer"] == "head"
+    assert f["source"] == "moco" and f["dim"] == 8 * cfg.width and f["layer"] == "backbone"
     assert f["settings"] == json.loads(json.dumps(cfg.to_dict()))
     assert len(f["training"]["loss_per_epoch"]) == 2
     assert {"coldseg", "torch", "numpy", "scikit-learn", "python"} <= set(man["versions"])
@@ -475,6 +475,15 @@ def test_end_to_end_cli_on_a_tiny_synthetic_pool(pool_dir, tmp_path, cli):
     man = json.loads((out / "manifest.json").read_text())
     assert man["features"]["settings"]["width"] == 64 and man["image_size"] == 32
     assert man["features"]["settings"]["epochs"] == 2 and man["budget"] == 6
-    assert np.load(out / "features.npy").shape == (24, 128)
+    assert np.load(out / "features.npy").shape == (24, 512)          # the ResNet-18 backbone's pooled output
+    assert man["features"]["layer"] == "backbone"
     assert len(read_csv(out / "selection.csv")[1]) == 6
     assert (tmp_path / "cache").is_dir()  # --cache-dir honoured (not ~/.cache)
+    # the paper's projection-head features on request: 128-d, cached apart
+    code, _, err = cli("select", pool_dir, "--budget", "25%", "--out", tmp_path / "head", "--image-size", "32",
+                       "--epochs", "2", "--min-steps", "0", "--batch-size", "8", "--candidates", "crop,blur",
+                       "--cache-dir", tmp_path / "cache", "--feature-layer", "head", "--quiet")
+    assert code == 0, err
+    assert np.load(tmp_path / "head" / "features.npy").shape == (24, 128)
+    assert json.loads((tmp_path / "head" / "manifest.json").read_text())["features"]["layer"] == "head"
+    assert len(list((tmp_path / "cache").glob("*/features.npy"))) == 2

@@ -55,7 +55,7 @@ class BenchmarkConfig:
     multiclass: bool = False
     masks_dir: str = "masks"
     rounds: int = 3                     # iterative strategies: rounds including the random first one
-    features: str = "moco"              # 'moco' | 'moco-backbone' | 'pixels' | a label for an injected features_fn
+    features: str = "moco-backbone"     # 'moco-backbone' | 'moco' (head) | 'pixels' | a label for an injected features_fn
     ssl_epochs: int | None = None       # MoCo epochs (None: MocoConfig's default)
     ssl_batch_size: int | None = None   # MoCo batch (None: MocoConfig's default)
     ssl_min_steps: int | None = None    # MoCo minimum SGD steps (None: MocoConfig's default)

@@ -45,6 +45,10 @@ from coldseg.features.moco import MoCo
 from coldseg.io.atomic import atomic_write
 
 
+#: the layers MoCo features can be read from (MocoConfig.feature_layer)
+FEATURE_LAYERS = ("backbone", "head")
+
+
 @dataclass
 class MocoConfig:
     """Settings of the self-supervised encoder; every field enters the features cache key."""
@@ -64,8 +68,14 @@ class MocoConfig:
     candidates: str = "auto"     # eq. 7 candidate set: 'auto', 'none' or comma-separated names
     select_at: float = 0.5       # fraction of epochs before the eq. 7 choice
     eval_images: int = 1024      # images scored per candidate (a fixed random subset when larger)
-    feature_layer: str = "head"  # 'head' (dim, as the paper's released features) or 'backbone'
+    # 'backbone': the pooled ResNet output (8 · width = 512-d), chosen on validation splits (docs/results.md,
+    # ninth session); 'head': the projection head's output (dim), as the paper's released features
+    feature_layer: str = "backbone"
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def __post_init__(self) -> None:
+        if self.feature_layer not in FEATURE_LAYERS:
+            raise ValueError(f"feature_layer={self.feature_layer!r}: choose {' or '.join(FEATURE_LAYERS)}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
