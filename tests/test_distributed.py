@@ -123,7 +123,7 @@ def launched(tmp_path_factory):
 def test_outputs_complete(launched):
     out = launched["out"]
     X = np.load(out / "features.npy")
-    assert X.shape == (N_POOL, 128) and X.dtype == np.float32
+    assert X.shape == (N_POOL, 64) and X.dtype == np.float32   # pooled backbone of the width-8 ResNet-18
     np.testing.assert_allclose(np.linalg.norm(X, axis=1), 1.0, atol=1e-5)
     assert (out / "feature_ids.txt").read_text().splitlines() == launched["ids"]
     rows = (out / "selection.csv").read_text().splitlines()[1:]

@@ -40,7 +40,8 @@ def check_outputs(out, names, budget, n, report):
     assert (out / "selected.txt").read_text().splitlines() == [r["path"] for r in rows]
     assert len(json.loads((out / "labelstudio.json").read_text())) == budget
     X = np.load(out / "features.npy")
-    assert X.shape == (n, 128)
+    feats = json.loads((out / "manifest.json").read_text())["features"]
+    assert feats["layer"] == "backbone" and X.shape == (n, 8 * feats["settings"]["width"])   # pooled ResNet-18
     np.testing.assert_allclose(np.linalg.norm(X, axis=1), 1.0, atol=1e-5)
     assert (out / "feature_ids.txt").read_text().splitlines() == names
     assert (out / "report.html").is_file() == report

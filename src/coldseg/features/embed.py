@@ -65,7 +65,7 @@ def is_grayscale(images: np.ndarray) -> bool:
 
 
 @torch.no_grad()
-def embed_images(model: MoCo, images: torch.Tensor | np.ndarray | PixelSource, *, layer: str = "head",
+def embed_images(model: MoCo, images: torch.Tensor | np.ndarray | PixelSource, *, layer: str = "backbone",
                  batch: int = 256, device: torch.device | None = None, loader: LoaderConfig | None = None,
                  dist: DistInfo | None = None) -> np.ndarray:
     """(n, 3, S, S) uint8 -> (n, d) float32 L2-normalised features of the un-augmented images.

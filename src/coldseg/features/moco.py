@@ -163,9 +163,11 @@ class MoCo(nn.Module):
         return torch.logsumexp(logits, 1) - logits[:, 0]
 
     @torch.no_grad()
-    def embed(self, x: torch.Tensor, layer: str = "head") -> torch.Tensor:
+    def embed(self, x: torch.Tensor, layer: str = "backbone") -> torch.Tensor:
         """L2-normalised features of the query encoder: 'head' (dim) or 'backbone' (out_dim)."""
         backbone, head = self.encoder_q[0], self.encoder_q[1]
         h = backbone(x)
+        if layer not in ("backbone", "head"):
+            raise ValueError(f"layer={layer!r}: choose backbone or head")
         z = head(h) if layer == "head" else h
         return F.normalize(z.float(), dim=1)

@@ -44,7 +44,7 @@ def _knn(E: torch.Tensor, k: int) -> torch.Tensor:
 
 @torch.no_grad()
 def view_consistency(model: Any, images: np.ndarray | torch.Tensor, *, seed: int = 0, n_images: int = 512,
-                     k: int = 10, layer: str = "head", augment: AugmentConfig | None = None,
+                     k: int = 10, layer: str = "backbone", augment: AugmentConfig | None = None,
                      device: torch.device | None = None, batch: int = 256) -> dict[str, Any]:
     """Label-free feature check on up to ``n_images`` of ``images`` (n, 3, S, S) uint8 (module doc)."""
     n = len(images)
