@@ -18,7 +18,9 @@ def _common_training(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=32, metavar="B", help="MoCo batch size (default 32)")
     p.add_argument("--min-steps", type=int, default=None, metavar="N",
                    help="MoCo trains at least N SGD steps: small pools get more epochs (default 3000)")
-    p.add_argument("--feature-layer", choices=["backbone", "head"], default="backbone",
+    from coldseg.features.moco import FEATURE_LAYERS
+
+    p.add_argument("--feature-layer", choices=FEATURE_LAYERS, default=FEATURE_LAYERS[0],
                    help="features from the encoder's pooled 512-d backbone output (default; it picked better on "
                         "validation splits) or its 128-d projection head (the paper's; 4x less memory)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted MoCo training from its checkpoint")

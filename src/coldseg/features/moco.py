@@ -72,6 +72,10 @@ def split_encode(encoder: nn.Module, x: torch.Tensor, splits: int) -> torch.Tens
     return torch.cat([encoder(c) for c in x.chunk(splits)])
 
 
+#: where features are read: the pooled ResNet output ('backbone', the default) or the projection head's
+FEATURE_LAYERS = ("backbone", "head")
+
+
 class MoCo(nn.Module):
     """Query encoder f_q = head ∘ backbone, momentum key encoder f_k, queue of K negatives.
 
@@ -167,7 +171,7 @@ class MoCo(nn.Module):
         """L2-normalised features of the query encoder: 'head' (dim) or 'backbone' (out_dim)."""
         backbone, head = self.encoder_q[0], self.encoder_q[1]
         h = backbone(x)
-        if layer not in ("backbone", "head"):
-            raise ValueError(f"layer={layer!r}: choose backbone or head")
+        if layer not in FEATURE_LAYERS:
+            raise ValueError(f"layer={layer!r}: choose {' or '.join(FEATURE_LAYERS)}")
         z = head(h) if layer == "head" else h
         return F.normalize(z.float(), dim=1)

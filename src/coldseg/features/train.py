@@ -41,12 +41,8 @@ from coldseg.features.distributed import (
     mean_over_ranks, moco_step, sum_over_ranks, wrap_query_encoder,
 )
 from coldseg.features.encoder import resnet18
-from coldseg.features.moco import MoCo
+from coldseg.features.moco import FEATURE_LAYERS, MoCo
 from coldseg.io.atomic import atomic_write
-
-
-#: the layers MoCo features can be read from (MocoConfig.feature_layer)
-FEATURE_LAYERS = ("backbone", "head")
 
 
 @dataclass
