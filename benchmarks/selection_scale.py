@@ -24,6 +24,13 @@ file under ``--cache`` so generation is never timed and never held twice in memo
 large pools) against the exact coefficient on the same features: for each K of ``--ks``, K-means
 labels of the first ``--n`` rows (default 20 000), the exact value and the estimate from
 ``--sample`` rows (default 5000, ``ca``'s default) for ``--repeats`` seeds, one JSON line per K.
+
+``--projection-error`` measures what ``kmedian``'s principal-component projection (pools over
+``max_rows`` rows wider than ``max_dims``) costs in coverage: on blobs (default n = 40 000, use
+``--d 512``) or on real features (``--from-npy``, with ``--max-rows``/``--cell-rows`` lowered to force
+the large-pool path), the picks with and without the projection are scored in the original space by
+the mean L1 and Euclidean distance of every row to its nearest pick, beside random picks, for
+``--repeats`` seeds.
 """
 from __future__ import annotations
 
@@ -131,6 +138,56 @@ def silhouette_error(args: argparse.Namespace) -> None:
                           "mean_error": round(float(np.mean(err)), 5)}), flush=True)
 
 
+def _nearest_pick(X: np.ndarray, picks: np.ndarray) -> tuple[float, float]:
+    """Mean L1 and mean Euclidean distance of every row of X to its nearest pick, in X's own space."""
+    from scipy.spatial.distance import cdist
+
+    P = X[picks].astype(np.float64)
+    l1, l2 = [], []
+    for s in range(0, X.shape[0], 4096):
+        B = X[s : s + 4096].astype(np.float64)
+        l1.append(cdist(B, P, "cityblock").min(axis=1))
+        l2.append(cdist(B, P, "euclidean").min(axis=1))
+    return float(np.concatenate(l1).mean()), float(np.concatenate(l2).mean())
+
+
+def projection_error(args: argparse.Namespace) -> None:
+    """kmedian on the large-pool path with and without the principal-component projection, scored in
+    the original space (mean L1 / Euclidean distance of every row to its nearest pick), beside random
+    picks for scale. One JSON line per variant and seed."""
+    from coldseg.select.kmedian import KMedian
+
+    if args.from_npy:
+        X = np.ascontiguousarray(np.load(args.from_npy), dtype=np.float32)
+        source = str(args.from_npy)
+    else:
+        n = args.n or 40_000
+        X = np.load(make_features(features_path(args.cache, n, args.d, args.blobs, args.seed), n, args.d,
+                                  args.blobs, args.seed))
+        source = f"blobs n={n} d={args.d} k={args.blobs}"
+    n, d = X.shape
+    budget = max(1, round(args.budget_frac * n))
+    variants = {"exact": d, "projected": args.max_dims}
+    for r in range(args.repeats):
+        for name, dims in variants.items():
+            sel = KMedian(max_rows=args.max_rows, cell_rows=args.cell_rows, max_dims=dims)
+            t = time.perf_counter()
+            out = sel.select(X, budget, random_state=args.seed + r)
+            secs = time.perf_counter() - t
+            l1, l2 = _nearest_pick(X, out.indices)
+            print(json.dumps({"source": source, "n": n, "d": d, "budget": budget, "variant": name,
+                              "seed": args.seed + r, "max_rows": args.max_rows, "cell_rows": args.cell_rows,
+                              "projected_dims": out.info.get("projected_dims"),
+                              "projected_variance": out.info.get("projected_variance"),
+                              "mean_l1_to_nearest_pick": round(l1, 4), "mean_l2_to_nearest_pick": round(l2, 4),
+                              "seconds": round(secs, 2)}), flush=True)
+        picks = np.random.default_rng(args.seed + r).choice(n, budget, replace=False)
+        l1, l2 = _nearest_pick(X, picks)
+        print(json.dumps({"source": source, "n": n, "d": d, "budget": budget, "variant": "random",
+                          "seed": args.seed + r, "mean_l1_to_nearest_pick": round(l1, 4),
+                          "mean_l2_to_nearest_pick": round(l2, 4)}), flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--n", type=int, help="one pool size (default: 10^4, 10^5 and 10^6)")
@@ -145,6 +202,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--ks", default="2,3,5,10,15,20", help="K values for --silhouette-error")
     p.add_argument("--sample", type=int, default=5000, help="silhouette sample for --silhouette-error")
     p.add_argument("--repeats", type=int, default=5, help="seeds for --silhouette-error")
+    p.add_argument("--projection-error", action="store_true",
+                   help="kmedian with and without its principal-component projection, scored in the original space")
+    p.add_argument("--from-npy", type=Path, help="features (n, d) for --projection-error instead of blobs")
+    p.add_argument("--max-rows", type=int, default=20_000, help="kmedian max_rows for --projection-error")
+    p.add_argument("--cell-rows", type=int, default=1000, help="kmedian cell_rows for --projection-error")
+    p.add_argument("--max-dims", type=int, default=128, help="kmedian max_dims for --projection-error")
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--features", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -152,6 +215,8 @@ def main(argv: list[str] | None = None) -> None:
         return child(args)
     if args.silhouette_error:
         return silhouette_error(args)
+    if args.projection_error:
+        return projection_error(args)
     if args.selectors:
         names = [s.strip() for s in args.selectors.split(",") if s.strip()]
     else:

@@ -177,6 +177,63 @@ def test_kmedian_splits_large_pools_into_cells():
         assert np.abs(X[i] - med).sum() == pytest.approx(np.abs(X[members] - med).sum(1).min())
 
 
+# ---------------------------------------------------------------- kmedian on wide, large pools
+def test_fit_components_orthonormal_basis_keeps_a_low_rank_pool_exactly():
+    from coldseg.select.project import fit_components, project
+
+    rng = np.random.default_rng(3)
+    X = (rng.normal(size=(500, 3)) @ rng.normal(size=(3, 12)) + 5.0).astype(np.float32)  # rank 3, offset
+    mean, W, kept = fit_components(X, 3)
+    assert W.shape == (12, 3) and np.allclose(W.T @ W, np.eye(3), atol=1e-10)
+    assert kept == pytest.approx(1.0, abs=1e-6)  # all the variance lies in three directions
+    Z = project(X, mean, W)
+    assert Z.shape == (500, 3) and Z.dtype == np.float32
+    i, j = rng.integers(0, 500, (2, 50))
+    assert np.allclose(np.linalg.norm(Z[i] - Z[j], axis=1), np.linalg.norm(X[i] - X[j], axis=1), rtol=1e-4)
+    again = fit_components(X, 3)[1]
+    assert np.array_equal(W, again)  # fixed sample, fixed signs
+    assert np.all(W[np.argmax(np.abs(W), axis=0), np.arange(3)] > 0)
+    with pytest.raises(ValueError, match="k=13"):
+        fit_components(X, 13)
+
+
+def test_fit_components_on_a_sample_matches_the_full_fit():
+    from coldseg.select.project import fit_components
+
+    X, _ = blobs(4000, 10, 4, seed=2)
+    full = fit_components(X, 3)[1]  # 4 blobs span 3 directions; the rest is isotropic noise
+    sampled = fit_components(X, 3, sample_rows=2000)[1]
+    assert np.abs(np.sum(full * sampled, axis=0)).min() > 0.99  # the same top directions
+
+
+def test_kmedian_projects_only_large_wide_pools():
+    X, _ = blobs(3000, 16, 6, seed=4)
+    small = get_selector("kmedian", max_rows=5000, max_dims=4).select(X, 30, random_state=0)
+    plain = get_selector("kmedian", max_rows=5000, max_dims=16).select(X, 30, random_state=0)
+    assert "projected_dims" not in small.info and small.indices.tolist() == plain.indices.tolist()
+    big = get_selector("kmedian", max_rows=1000, cell_rows=500, max_dims=4).select(X, 30, random_state=0)
+    assert big.info["projected_dims"] == 4 and 0 < big.info["projected_variance"] <= 1
+    assert len(set(big.indices.tolist())) == 30 and np.all(np.isfinite(big.distances))
+    narrow = get_selector("kmedian", max_rows=1000, cell_rows=500, max_dims=16).select(X, 30, random_state=0)
+    assert "projected_dims" not in narrow.info  # not wider than max_dims: left as it is
+    with pytest.raises(ValueError, match="max_dims"):
+        get_selector("kmedian", max_dims=0).select(X, 3, random_state=0)
+
+
+def test_selection_scale_projection_error_scores_picks_in_the_original_space(tmp_path):
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "selection_scale.py"), "--projection-error", "--n", "3000",
+         "--d", "16", "--max-rows", "1000", "--cell-rows", "500", "--max-dims", "4", "--repeats", "1",
+         "--cache", str(tmp_path)],
+        capture_output=True, text=True, timeout=300, check=True,
+    ).stdout.splitlines()
+    rows = {r["variant"]: r for r in map(json.loads, out)}
+    assert set(rows) == {"exact", "projected", "random"}
+    assert rows["projected"]["projected_dims"] == 4 and rows["exact"]["projected_dims"] is None
+    for name in ("exact", "projected"):  # both cover the pool better than 30 random rows
+        assert rows[name]["mean_l1_to_nearest_pick"] < rows["random"]["mean_l1_to_nearest_pick"]
+
+
 # ---------------------------------------------------------------- the benchmark script
 def test_selection_scale_benchmark_prints_one_json_line_per_measurement(tmp_path):
     out = subprocess.run(

@@ -1,0 +1,47 @@
+"""Principal components of a large feature matrix, fitted on a fixed sample, projected in chunks.
+
+Used by selectors whose cost grows with the feature width on pools too large for the exact recipe
+(``kmedian`` above ``max_rows``): 512-d MoCo backbone features cost 4x the 128-d ones per distance.
+
+Fit: the covariance of at most ``sample_rows`` rows (a uniform draw with a fixed seed, so the basis
+depends on the features only), in float64, and its top-``k`` eigenvectors (``numpy.linalg.eigh``).
+Each vector's sign is fixed so that its largest-magnitude coordinate is positive, so the basis does
+not flip between LAPACK builds. Projection: ``(X - mean) @ W`` in chunks of ``chunk`` rows, in X's
+dtype. The basis is orthonormal, so Euclidean distances in the projection are those of the features
+restricted to the top-k subspace (never larger than the originals), in the features' units.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+_CHUNK = 1 << 16
+
+
+def fit_components(X: np.ndarray, k: int, sample_rows: int = 100_000) -> tuple[np.ndarray, np.ndarray, float]:
+    """Mean (d,) float64, basis W (d, k) float64 and the share of the sample's variance it keeps."""
+    n, d = X.shape
+    if not 1 <= k <= d:
+        raise ValueError(f"k={k} must lie in [1, {d}] (the feature width)")
+    rng = np.random.default_rng(0)  # the basis depends on the features only
+    S = X[np.sort(rng.choice(n, sample_rows, replace=False))] if n > sample_rows else X
+    mean = S.mean(axis=0, dtype=np.float64)
+    cov = np.zeros((d, d))
+    for s in range(0, len(S), _CHUNK):
+        B = S[s : s + _CHUNK].astype(np.float64) - mean
+        cov += B.T @ B
+    vals, vecs = np.linalg.eigh(cov)  # ascending
+    W = vecs[:, ::-1][:, :k].copy()
+    top = np.argmax(np.abs(W), axis=0)
+    W *= np.sign(W[top, np.arange(k)])
+    total = float(vals.clip(min=0).sum())
+    kept = float(vals[::-1][:k].clip(min=0).sum() / total) if total > 0 else 1.0
+    return mean, W, kept
+
+
+def project(X: np.ndarray, mean: np.ndarray, W: np.ndarray) -> np.ndarray:
+    """(X - mean) @ W in chunks, (n, k) in X's dtype."""
+    out = np.empty((X.shape[0], W.shape[1]), dtype=X.dtype)
+    Wx, mx = W.astype(X.dtype), mean.astype(X.dtype)
+    for s in range(0, X.shape[0], _CHUNK):
+        out[s : s + _CHUNK] = (X[s : s + _CHUNK] - mx) @ Wx
+    return out
