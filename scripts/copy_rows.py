@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import sys
 from pathlib import Path
 
 from coldseg.bench.results import RESULTS, RUNS, SETTINGS, atomic_write_text, read_jsonl, read_settings
@@ -58,7 +57,7 @@ def copy_rows(src: Path, dst: Path, strategies: set[str], changes: dict[str, obj
     return len(kept)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("src", type=Path)
     ap.add_argument("dst", type=Path)
@@ -74,8 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         changes[key] = _value(value)
     n = copy_rows(a.src, a.dst, {s for s in a.strategies.split(",") if s}, changes)
     print(f"{a.dst}: {n} rows copied from {a.src}")
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -226,3 +226,38 @@ def test_records_copied_without_their_results_are_named(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert run_benchmark(tiny_config(data, other, **cfg), features_fn=fake_features).new_runs == 0
+
+
+def test_copy_rows_starts_a_folder_that_resumes_without_retraining_random(tmp_path, monkeypatch, capsys):
+    """scripts/copy_rows.py: the feature-free rows of one folder seed another whose features differ;
+    the benchmark then adds only the missing strategy's runs, and refuses an existing destination."""
+    from coldseg.bench.sweep import run_benchmark
+
+    data = write_pairs(tmp_path / "data")
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    run_benchmark(tiny_config(data, src, strategies=["random", "ca"], ratios=[50], seeds=[0, 1],
+                              include_full=False), features_fn=fake_features)
+    _run_script("scripts/copy_rows.py", [src, dst, "--set", "features=fake2"], monkeypatch)
+    assert "2 rows copied" in capsys.readouterr().out
+    copied = R.read_results(dst)
+    assert sorted((r["strategy"], int(r["seed"])) for r in copied) == [("random", 0), ("random", 1)]
+    assert len(R.read_jsonl(dst / "runs.jsonl")) == 2
+    asked = []
+
+    def counting(images, seed):
+        asked.append(seed)
+        return fake_features(images, seed)
+
+    res = run_benchmark(tiny_config(data, dst, strategies=["random", "ca"], ratios=[50], seeds=[0, 1],
+                                    include_full=False, features="fake2"), features_fn=counting)
+    rows = R.read_results(dst)
+    assert sorted((r["strategy"], int(r["seed"])) for r in rows) == [
+        (s, k) for s in ("ca", "random") for k in range(2)]
+    same = {(r["strategy"], r["seed"]): r["dice"] for r in R.read_results(src) if r["strategy"] == "random"}
+    assert {(r["strategy"], r["seed"]): r["dice"] for r in rows if r["strategy"] == "random"} == same
+    assert sorted(asked) == [0, 1] and res is not None          # features trained for ca only
+    with pytest.raises(SystemExit, match="exists"):
+        _run_script("scripts/copy_rows.py", [src, dst], monkeypatch)
+    with pytest.raises(SystemExit, match="not a top-level setting"):
+        _run_script("scripts/copy_rows.py", [src, tmp_path / "d3", "--set", "nope=1"], monkeypatch)
+    assert not (tmp_path / "d3").exists()
