@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 _CHUNK = 1 << 16
+_FIT_CHUNK = 1 << 13  # 8192 rows x 512 x 8 bytes = 32 MiB per float64 block
 
 
 def fit_components(X: np.ndarray, k: int, sample_rows: int = 100_000) -> tuple[np.ndarray, np.ndarray, float]:
@@ -23,11 +24,14 @@ def fit_components(X: np.ndarray, k: int, sample_rows: int = 100_000) -> tuple[n
     if not 1 <= k <= d:
         raise ValueError(f"k={k} must lie in [1, {d}] (the feature width)")
     rng = np.random.default_rng(0)  # the basis depends on the features only
-    S = X[np.sort(rng.choice(n, sample_rows, replace=False))] if n > sample_rows else X
-    mean = S.mean(axis=0, dtype=np.float64)
+    rows = np.sort(rng.choice(n, sample_rows, replace=False)) if n > sample_rows else np.arange(n)
+    mean = np.zeros(d)
+    for s in range(0, len(rows), _FIT_CHUNK):  # chunks of the sample: never a float64 copy of it
+        mean += X[rows[s : s + _FIT_CHUNK]].sum(axis=0, dtype=np.float64)
+    mean /= len(rows)
     cov = np.zeros((d, d))
-    for s in range(0, len(S), _CHUNK):
-        B = S[s : s + _CHUNK].astype(np.float64) - mean
+    for s in range(0, len(rows), _FIT_CHUNK):
+        B = X[rows[s : s + _FIT_CHUNK]].astype(np.float64) - mean
         cov += B.T @ B
     vals, vecs = np.linalg.eigh(cov)  # ascending
     W = vecs[:, ::-1][:, :k].copy()
