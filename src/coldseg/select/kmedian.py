@@ -33,6 +33,9 @@
    10^5 rows, orthonormal basis). L1 is then taken in the principal basis, not the original one.
    ``info["projected_dims"]`` and ``info["projected_variance"]`` (the share of variance kept) record
    it; pools up to ``max_rows`` rows, every pool this project measured Dice on, are never projected.
+   10^6 rows at d = 512 then take 87.6 s (idle 2-core VM). On real backbone features forced into
+   this path, the projected picks kept 0.80-1.03 of the exact picks' margin over random picks in
+   mean L1 distance to the nearest pick (docs/performance.md).
 
 ``Selection.distances`` are Euclidean distances to the cluster's median centre, as the contract asks
 (in the projection, for a projected pool: same units, the residual dimensions left out).
