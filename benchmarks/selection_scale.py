@@ -140,15 +140,12 @@ def silhouette_error(args: argparse.Namespace) -> None:
 
 def _nearest_pick(X: np.ndarray, picks: np.ndarray) -> tuple[float, float]:
     """Mean L1 and mean Euclidean distance of every row of X to its nearest pick, in X's own space."""
-    from scipy.spatial.distance import cdist
+    from coldseg.select.kmeans import _assign_numpy
+    from coldseg.select.kmedian import l1_assign
 
-    P = X[picks].astype(np.float64)
-    l1, l2 = [], []
-    for s in range(0, X.shape[0], 4096):
-        B = X[s : s + 4096].astype(np.float64)
-        l1.append(cdist(B, P, "cityblock").min(axis=1))
-        l2.append(cdist(B, P, "euclidean").min(axis=1))
-    return float(np.concatenate(l1).mean()), float(np.concatenate(l2).mean())
+    P = X[picks]
+    l2 = np.linalg.norm((X - P[_assign_numpy(X, P)]).astype(np.float64), axis=1)
+    return float(l1_assign(X, P)[1].mean()), float(l2.mean())
 
 
 def projection_error(args: argparse.Namespace) -> None:

@@ -15,7 +15,8 @@ import json
 import shutil
 from pathlib import Path
 
-from coldseg.bench.results import RESULTS, RUNS, SETTINGS, atomic_write_text, read_jsonl, read_settings
+from coldseg.bench.results import (RESULTS, RUNS, SETTINGS, ResultsWriter, append_jsonl, atomic_write_text, read_jsonl,
+                                  read_results, read_settings)
 
 
 def _value(text: str):
@@ -36,17 +37,17 @@ def copy_rows(src: Path, dst: Path, strategies: set[str], changes: dict[str, obj
         if key not in settings:
             raise SystemExit(f"--set {key}: not a top-level setting of {src} (it has {sorted(settings)})")
         settings[key] = value
-    lines = (src / RESULTS).read_text(encoding="utf-8").splitlines()
-    header = lines[0].split(",")
-    col = header.index("strategy")
-    kept = [ln for ln in lines[1:] if ln.split(",")[col] in strategies]
+    kept = [r for r in read_results(src) if r["strategy"] in strategies]
     runs = [r for r in read_jsonl(src / RUNS) if r.get("strategy") in strategies]
     if len(runs) != len(kept):
         raise SystemExit(f"{src}: {len(kept)} rows in {RESULTS} but {len(runs)} in {RUNS} for {sorted(strategies)}")
     dst.mkdir(parents=True)
     try:
-        (dst / RESULTS).write_text("\n".join([lines[0], *kept]) + "\n", encoding="utf-8")
-        (dst / RUNS).write_text("".join(json.dumps(r) + "\n" for r in runs), encoding="utf-8")
+        with ResultsWriter(dst) as out:  # the benchmark's own writer: same header, quoting, line ends
+            for row in kept:
+                out.write(row)
+        for record in runs:
+            append_jsonl(dst / RUNS, record)
         entry = {"command": f"(copied from {src}: its {', '.join(sorted(strategies))} rows; they read no features)",
                  "copied_rows": len(kept)}
         atomic_write_text(dst / SETTINGS, json.dumps({"settings": settings, "sessions": [entry]}, indent=1,

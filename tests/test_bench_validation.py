@@ -242,6 +242,8 @@ def test_copy_rows_starts_a_folder_that_resumes_without_retraining_random(tmp_pa
     copied = R.read_results(dst)
     assert sorted((r["strategy"], int(r["seed"])) for r in copied) == [("random", 0), ("random", 1)]
     assert len(R.read_jsonl(dst / "runs.jsonl")) == 2
+    lines = (dst / "results.csv").read_bytes().splitlines(keepends=True)
+    assert len(lines) == 3 and all(x.endswith(b"\r\n") for x in lines)   # the benchmark's own line ends
     asked = []
 
     def counting(images, seed):
