@@ -1,10 +1,11 @@
 """Issue 4's target, checked on benchmark folders: the gain of a strategy over `random` (mean of 5, 10
 and 20 %), whether any ratio is resolvably below random, and the 20 % / full-label Dice fraction.
 
-    python scripts/target_check.py docs/results/*_nested [--strategy kmedian] [--json]
+    python scripts/target_check.py docs/results/*_nested [--strategy kmedian[,ca,...]] [--json]
 
-Default strategy: `coldseg.DEFAULT_STRATEGY`. Markdown table on stdout (one row per folder), or one
-JSON object per folder with --json. Folders without runs of the strategy are reported on stderr.
+Default strategy: `coldseg.DEFAULT_STRATEGY`; several, separated by commas, give one row per strategy
+and folder (grouped by strategy). Markdown table on stdout, or one JSON object per row with --json.
+Folders without runs of a strategy are reported on stderr.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from coldseg.bench.target import check_folder, markdown
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("folders", nargs="+", type=Path)
-    ap.add_argument("--strategy", default=DEFAULT_STRATEGY)
+    ap.add_argument("--strategy", default=DEFAULT_STRATEGY, help="one strategy, or several separated by commas")
     ap.add_argument("--ratios", default="5,10,20")
     ap.add_argument("--json", action="store_true", help="one JSON object per folder instead of a table")
     args = ap.parse_args(argv)
@@ -28,12 +29,16 @@ def main(argv: list[str] | None = None) -> int:
         ratios = [float(r) for r in args.ratios.split(",")]
     except ValueError:
         ap.error(f"--ratios {args.ratios!r}: give percentages separated by commas, e.g. 5,10,20")
+    strategies = [s.strip() for s in args.strategy.split(",") if s.strip()]
+    if not strategies:
+        ap.error("--strategy: give at least one strategy name")
     checks = []
-    for folder in args.folders:
-        try:
-            checks.append(check_folder(folder, args.strategy, ratios))
-        except (ValueError, OSError) as e:
-            print(f"skipped: {e}", file=sys.stderr)
+    for strategy in strategies:
+        for folder in args.folders:
+            try:
+                checks.append(check_folder(folder, strategy, ratios))
+            except (ValueError, OSError) as e:
+                print(f"skipped: {e}", file=sys.stderr)
     if args.json:
         for c in checks:
             print(json.dumps(c.as_dict(), default=float))

@@ -102,3 +102,27 @@ def test_script_prints_a_table_and_json(tmp_path, capsys):
     assert e.value.code == 0
     rec = json.loads(capsys.readouterr().out.splitlines()[0])
     assert rec["gain"] == pytest.approx(1.5) and rec["gain_met"] is True and rec["never_below"] is True
+
+
+def test_script_takes_several_strategies(tmp_path, capsys):
+    import runpy
+    import sys
+    from pathlib import Path
+
+    g = {5: [0.01, 0.02], 10: [0.01, 0.02], 20: [0.01, 0.02]}
+    extra = [f"kvasir_seg,y,{r},4,{s},0.69,1,1,cpu" for r in g for s in (0, 1)]
+    folder = _folder(tmp_path, "kvasir_seg", g, extra=extra)
+    script = str(Path(__file__).parents[1] / "scripts" / "target_check.py")
+    old = sys.argv
+    try:
+        sys.argv = [script, str(folder), "--strategy", "x,y,absent", "--json"]
+        with pytest.raises(SystemExit) as e:
+            runpy.run_path(script, run_name="__main__")
+    finally:
+        sys.argv = old
+    assert e.value.code == 0
+    out = capsys.readouterr()
+    recs = [json.loads(line) for line in out.out.splitlines()]
+    assert [r["strategy"] for r in recs] == ["x", "y"]
+    assert recs[0]["gain"] == pytest.approx(1.5) and recs[1]["gain"] == pytest.approx(-1.0)
+    assert "no runs of 'absent'" in out.err
