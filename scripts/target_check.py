@@ -1,7 +1,7 @@
 """Issue 4's target, checked on benchmark folders: the gain of a strategy over `random` (mean of 5, 10
 and 20 %), whether any ratio is resolvably below random, and the 20 % / full-label Dice fraction.
 
-    python scripts/target_check.py docs/results/*_nested [--strategy kmedian[,ca,...]] [--json]
+    python scripts/target_check.py docs/results/*_nested [--strategy kmedian[,ca,...]] [--json] [--figure F.png]
 
 Default strategy: `coldseg.DEFAULT_STRATEGY`; several, separated by commas, give one row per strategy
 and folder (grouped by strategy). Markdown table on stdout, or one JSON object per row with --json.
@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from coldseg import DEFAULT_STRATEGY
-from coldseg.bench.target import check_folder, markdown
+from coldseg.bench.target import check_folder, markdown, plot_checks
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,6 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--strategy", default=DEFAULT_STRATEGY, help="one strategy, or several separated by commas")
     ap.add_argument("--ratios", default="5,10,20")
     ap.add_argument("--json", action="store_true", help="one JSON object per folder instead of a table")
+    ap.add_argument("--figure", type=Path, default=None,
+                    help="also write a forest plot (PNG): one panel per dataset, one row per strategy")
     args = ap.parse_args(argv)
     try:
         ratios = [float(r) for r in args.ratios.split(",")]
@@ -44,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(c.as_dict(), default=float))
     elif checks:
         print(markdown(checks))
+    if args.figure and checks:
+        print(f"figure: {plot_checks(args.figure, checks)}", file=sys.stderr)
     return 0 if checks else 1
 
 

@@ -126,3 +126,22 @@ def test_script_takes_several_strategies(tmp_path, capsys):
     assert [r["strategy"] for r in recs] == ["x", "y"]
     assert recs[0]["gain"] == pytest.approx(1.5) and recs[1]["gain"] == pytest.approx(-1.0)
     assert "no runs of 'absent'" in out.err
+
+
+def test_forest_plot_has_a_panel_per_dataset(tmp_path):
+    from PIL import Image
+
+    from coldseg.bench.target import plot_checks
+
+    g = {5: [0.01, 0.02, 0.0], 10: [-0.03, -0.031, -0.029], 20: [0.01, 0.02, 0.0]}
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a = check_folder(_folder(tmp_path / "a", "kvasir_seg", g), "x")
+    b = check_folder(_folder(tmp_path / "b", "mass_roads", g), "x")
+    assert a.below == [10.0]
+    path = plot_checks(tmp_path / "out" / "forest.png", [a, b])
+    with Image.open(path) as im:
+        w, h = im.size
+    one = plot_checks(tmp_path / "one.png", [a])
+    with Image.open(one) as im:
+        assert im.size[0] < w and h > 100          # two panels are wider than one

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -135,3 +136,48 @@ def markdown(checks: list[TargetCheck]) -> str:
             f"| {gain} | {enc} | {per} | {below} | {full} "
             f"| {verdict(c.gain_met)} | {verdict(not c.below)} | {verdict(c.full_met)} |")
     return "\n".join(lines)
+
+
+def plot_checks(path: str | os.PathLike, checks: list[TargetCheck]) -> Path:
+    """Forest plot of the checks: one panel per dataset (split), one row per strategy, the gain over
+    random (mean of the ratios) with its 95 % interval over seeds; each ratio's mean as a small mark,
+    filled red where that ratio is resolvably below random. Lines at 0 and at the +1 point target."""
+    from coldseg.report.plots import plt
+
+    panels: dict[str, list[TargetCheck]] = {}
+    for c in checks:
+        panels.setdefault(f"{c.dataset} ({c.split})", []).append(c)
+    strategies = list(dict.fromkeys(c.strategy for c in checks))
+    colours = {r: plt.get_cmap("viridis")(0.8 * i / max(1, len(checks[0].ratios) - 1))
+               for i, r in enumerate(R.fmt_ratio(r) for r in checks[0].ratios)} if checks else {}
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.0 * len(panels) + 1.2, 0.45 * len(strategies) + 1.6),
+                             sharey=True, squeeze=False)
+    for ax, (title, group) in zip(axes[0], panels.items()):
+        for c in group:
+            y = strategies.index(c.strategy)
+            if c.seeds:
+                ax.errorbar(c.gain, y, xerr=[[c.gain - c.gain_lo], [c.gain_hi - c.gain]] if np.isfinite(c.gain_lo)
+                            else None, fmt="o", color="black", ms=5, capsize=3, lw=1.2)
+            for k, (r, v) in enumerate(c.per_ratio.items()):
+                below = R.norm_ratio(float(r)) in c.below
+                ax.plot(v[0], y + 0.18 + 0.08 * k, marker="v", ms=4, ls="",
+                        color="red" if below else colours.get(r, "grey"),
+                        markerfacecolor="red" if below else "none")
+        ax.axvline(0, color="grey", lw=0.8)
+        ax.axvline(group[0].gain_target, color="grey", lw=0.8, ls="--")
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("Dice − random (points)", fontsize=8)
+        ax.tick_params(labelsize=7)
+    axes[0][0].set_yticks(range(len(strategies)), strategies, fontsize=8)
+    axes[0][0].invert_yaxis()
+    handles = [plt.Line2D([], [], marker="o", ls="", color="black", label="mean of the ratios, 95 % over seeds")]
+    handles += [plt.Line2D([], [], marker="v", ls="", color=col, markerfacecolor="none", label=f"{r} %")
+                for r, col in colours.items()]
+    handles += [plt.Line2D([], [], marker="v", ls="", color="red", label="resolvably below random")]
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
