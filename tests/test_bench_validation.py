@@ -263,3 +263,31 @@ def test_copy_rows_starts_a_folder_that_resumes_without_retraining_random(tmp_pa
     with pytest.raises(SystemExit, match="not a top-level setting"):
         _run_script("scripts/copy_rows.py", [src, tmp_path / "d3", "--set", "nope=1"], monkeypatch)
     assert not (tmp_path / "d3").exists()
+
+
+def test_pick_overlap_script_matches_runs_by_ratio_and_seed(tmp_path, capsys):
+    """scripts/pick_overlap.py: share of A's picks B also has, only for (ratio, seed) both ran."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    for rec in [{"strategy": "kmedian", "ratio": 10.0, "seed": 0, "ids": ["x1", "x2", "x3", "x4"]},
+                {"strategy": "kmedian", "ratio": 10.0, "seed": 1, "ids": ["y1", "y2"]},
+                {"strategy": "random", "ratio": 10.0, "seed": 0, "ids": ["x1", "x2", "x3", "x4"]}]:
+        R.append_run_record(a, rec)
+    for rec in [{"strategy": "kmedian", "ratio": 10, "seed": 0, "ids": ["x1", "x9", "x3", "x8"]},
+                {"strategy": "kmedian", "ratio": 20.0, "seed": 1, "ids": ["y1", "y2"]},
+                {"strategy": "random", "ratio": 10.0, "seed": 0, "ids": ["z1", "z2", "z3", "z4"]}]:
+        R.append_run_record(b, rec)
+    import runpy
+    from pathlib import Path
+
+    mod = runpy.run_path(str(Path(__file__).parents[1] / "scripts" / "pick_overlap.py"))
+    assert mod["main"]([str(a), str(b)]) == 0
+    out = capsys.readouterr().out
+    assert "| 10% | 1 | 50.0 % | 50 % | 50 % |" in out          # seed 1 ran at different ratios
+    assert "| all | 1 | 50.0 % |" in out
+    assert mod["main"]([str(a), str(b), "--strategy", "random"]) == 0
+    assert "| all | 1 | 0.0 % |" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="no `ca` run"):
+        mod["main"]([str(a), str(b), "--strategy", "ca"])
+    with pytest.raises(SystemExit, match="does not exist"):
+        mod["main"]([str(tmp_path / "nope"), str(b)])
