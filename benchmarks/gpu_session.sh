@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # One GPU session, every stage independent (a failing stage does not stop the next):
-#   1. MoCo images/s vs bare encoder (benchmarks/train_throughput.py)
+#   1. MoCo images/s vs bare encoder (benchmarks/train_throughput.py), cuDNN as coldseg trains and autotuned
+#   1b. the same seed twice on the GPU: bit-identical features? (benchmarks/numerics_drift.py --configs repeat)
 #   2. U-Net trainings per minute: stacked models (STACKS, e.g. "8 16") on random data
 #   3. `coldseg select DATA/images --budget 10%` at SIZE px, timed
 #   4. the benchmark sweep on DATA (resumable: rerun with the same BENCH_DIR to continue)
-# Results are packed into at most 8 files under OUT.
+# Results are packed into at most 9 files under OUT.
 #   bash benchmarks/gpu_session.sh DATA_DIR OUT [SWEEP_SECONDS]
-# Tiny CPU rehearsal (python3 must see coldseg's dependencies, e.g. PATH=$PWD/.venv/bin:$PATH): SIZE=32 STEPS=5 EPOCHS=1 SSL_EPOCHS=1 MIN_STEPS=0 DEVICE=cpu bash benchmarks/gpu_session.sh ...
+# Tiny CPU rehearsal (python3 must see coldseg's dependencies, e.g. PATH=$PWD/.venv/bin:$PATH): THR_BATCH=16 THR_STEPS=3 REPRO_STEPS=8 SIZE=32 STEPS=5 EPOCHS=1 SSL_EPOCHS=1 MIN_STEPS=0 DEVICE=cpu bash benchmarks/gpu_session.sh ...
 set -u
 DATA=$1; OUT=$2; SWEEP_S=${3:-400}
 export PYTHONPATH=$PWD/src:${PYTHONPATH:-}
@@ -17,7 +18,7 @@ DEVICE=${DEVICE:-auto}; SEEDS=${SEEDS:-3}; RATIOS=${RATIOS:-5,10,20,30}
 FEATURE_SEEDS=${FEATURE_SEEDS:-}   # e.g. 3 with SEEDS=12: 12 seeds on 3 MoCo encoders (one cell's Dice moves ~1.4 points with the U-Net seed)
 STRATS=${STRATS:-random,ca,ca-typical,kcenter,kmedian,ra,typiclust,probcover,bayesian,coreset-iter}
 BENCH=${BENCH_DIR:-/tmp/bench_$(basename $DATA)}
-STAGES=${STAGES:-throughput,segthroughput,select,sweep}
+STAGES=${STAGES:-throughput,repro,segthroughput,select,sweep}
 STACKS=${STACKS:-8 16}; STACK=${STACK:-8}
 log() { echo "== $(date +%T) $*"; }
 mkdir -p "$OUT"
@@ -25,8 +26,15 @@ mkdir -p "$OUT"
 cat "$OUT/machine.txt"
 if [[ ,$STAGES, == *,throughput,* ]]; then
   log "MoCo throughput at $SIZE px"
-  python3 benchmarks/train_throughput.py --image-size $SIZE --batch-size 256 --steps 40 --device $DEVICE \
-    | tee "$OUT/moco_throughput.json"
+  for k in reproducible fast; do
+    python3 benchmarks/train_throughput.py --image-size $SIZE --batch-size ${THR_BATCH:-256} --steps ${THR_STEPS:-40} --device $DEVICE \
+      --kernels $k | tee -a "$OUT/moco_throughput.json"
+  done
+fi
+if [[ ,$STAGES, == *,repro,* ]]; then
+  log "same seed twice on $DEVICE: bit-identical features?"
+  python3 benchmarks/numerics_drift.py "$DATA/images" --image-size $SIZE --batch-size 32 --min-steps ${REPRO_STEPS:-200} \
+    --max-images 512 --configs repeat --device $DEVICE | tee "$OUT/numerics_drift.jsonl"
 fi
 if [[ ,$STAGES, == *,segthroughput,* ]]; then
   for g in $STACKS; do

@@ -9,6 +9,7 @@ tensors. Their ratio shows whether augmentation and data feeding are the bottlen
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import time
@@ -18,7 +19,7 @@ import torch
 from coldseg.features.augment import AugmentConfig, base_view, normalize
 from coldseg.features.encoder import resnet18
 from coldseg.features.moco import MoCo
-from coldseg.features.train import _autocast, _cl, pick_device
+from coldseg.features.train import _autocast, _cl, pick_device, reproducible_kernels
 
 
 def _sync(dev):
@@ -107,15 +108,20 @@ def main():
     ap.add_argument("--device", default="auto")
     ap.add_argument("--bn-splits", type=int, default=4, help="MoCo's split-BN groups (1 = plain BN)")
     ap.add_argument("--profile", action="store_true", help="also print a per-operator profile of MoCo steps")
+    ap.add_argument("--kernels", choices=["reproducible", "fast"], default="reproducible",
+                    help="cuDNN as coldseg trains (deterministic algorithms, no autotuning; the default) or "
+                         "autotuned with cudnn.benchmark (faster, not bit-reproducible); CPU: no difference")
     a = ap.parse_args()
     dev = pick_device(a.device)
-    if dev.type == "cuda":
+    kernels = reproducible_kernels(dev) if a.kernels == "reproducible" else contextlib.nullcontext()
+    if dev.type == "cuda" and a.kernels == "fast":
         torch.backends.cudnn.benchmark = True
-    moco = bench_moco(dev, a.image_size, a.batch_size, a.steps, a.warmup, a.width, a.bn_splits, a.profile)
-    bare = bench_bare(dev, a.image_size, a.batch_size, a.steps, a.warmup, a.width)
+    with kernels:
+        moco = bench_moco(dev, a.image_size, a.batch_size, a.steps, a.warmup, a.width, a.bn_splits, a.profile)
+        bare = bench_bare(dev, a.image_size, a.batch_size, a.steps, a.warmup, a.width)
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu {platform.machine()} x{torch.get_num_threads()}"
     print(json.dumps({"device": name, "image_size": a.image_size, "batch_size": a.batch_size, "steps": a.steps,
-                      "width": a.width, "bn_splits": a.bn_splits, "moco_images_per_s": round(moco, 1),
+                      "width": a.width, "bn_splits": a.bn_splits, "kernels": a.kernels, "moco_images_per_s": round(moco, 1),
                       "bare_encoder_images_per_s": round(bare, 1), "ratio": round(moco / bare, 3),
                       "note": "images/s counts pool images; each MoCo image is two augmented views"}))
 

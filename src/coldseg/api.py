@@ -88,7 +88,21 @@ def _device_name(dev) -> str:
 
     if dev.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(dev)})"
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    return f"cpu ({_cpu_model()}, {torch.backends.cpu.get_cpu_capability()} kernels, {torch.get_num_threads()} threads)"
+
+
+def _cpu_model() -> str:
+    """The processor's marketing name (Linux /proc/cpuinfo), else what :mod:`platform` knows.
+
+    With the kernel level and thread count beside it this says which float arithmetic a CPU run used:
+    MoCo training gives bit-identical features only when all three match (docs/reliability.md)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def _load_pool(images_dir: str | Path, image_size: int, *, cache_dir, progress: bool, dinfo: DistInfo,

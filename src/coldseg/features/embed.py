@@ -21,7 +21,7 @@ from coldseg.data.stream import LoaderConfig, PixelSource
 from coldseg.features.augment import normalize
 from coldseg.features.distributed import SINGLE, DistInfo, broadcast_object, gather_rows, shard
 from coldseg.features.moco import MoCo
-from coldseg.features.train import MocoConfig, _autocast, _cl, pick_device, train_moco
+from coldseg.features.train import MocoConfig, _autocast, _cl, pick_device, reproducible_kernels, train_moco
 from coldseg.io.atomic import atomic_write, atomic_write_bytes
 from coldseg.io.outputs import remove_dead_temp_files
 
@@ -73,7 +73,14 @@ def embed_images(model: MoCo, images: torch.Tensor | np.ndarray | PixelSource, *
     Under torchrun (``dist``) rank r embeds one contiguous slice of the pool and every rank returns
     the gathered (n, d) features; every rank must hold the same model.
     """
-    dev = device or next(model.parameters()).device
+    dev = torch.device(device) if device is not None else next(model.parameters()).device
+    with reproducible_kernels(dev):
+        return _embed_images(model, images, layer=layer, batch=batch, dev=dev, loader=loader, dist=dist)
+
+
+@torch.no_grad()
+def _embed_images(model: MoCo, images, *, layer: str, batch: int, dev: torch.device, loader: LoaderConfig | None,
+                  dist: DistInfo | None) -> np.ndarray:
     info = dist or SINGLE
     model.eval()
     src = images if isinstance(images, PixelSource) else PixelSource(images, dev, loader,

@@ -22,6 +22,7 @@ torchrun every rank trains its share of each global batch (DDP; see distributed.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -161,6 +162,29 @@ def _autocast(device: torch.device):
     return torch.autocast("cpu", enabled=False)
 
 
+@contextlib.contextmanager
+def reproducible_kernels(device: torch.device):
+    """On CUDA: cuDNN limited to deterministic algorithms and choosing them without timing runs
+    (``cudnn.deterministic`` on, ``cudnn.benchmark`` off), so one seed gives the same weights on the same
+    GPU, driver and torch; the previous settings are restored on exit. Nothing changes on the CPU, whose
+    kernels are deterministic for a given thread count and instruction set.
+
+    Without it cuDNN may pick convolution backward algorithms that sum with atomics, whose order varies
+    run to run; MoCo training amplifies such last-bit differences into another encoder within a few
+    dozen steps (benchmarks/numerics_drift.py), and so into another pick list.
+    """
+    if device.type != "cuda":
+        yield
+        return
+    cudnn = torch.backends.cudnn
+    before = cudnn.deterministic, cudnn.benchmark
+    cudnn.deterministic, cudnn.benchmark = True, False
+    try:
+        yield
+    finally:
+        cudnn.deterministic, cudnn.benchmark = before
+
+
 def _cl(x: torch.Tensor, device: torch.device) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else x
 
@@ -199,8 +223,18 @@ def train_moco(images: torch.Tensor | np.ndarray | PixelSource, cfg: MocoConfig,
     training give bit-identical weights). dist: this rank under torchrun (see distributed.py); every
     rank must call with the same arguments; only rank 0 writes the checkpoint.
     stop_after_epoch: end after that many epochs (tests use it to simulate an interruption).
+    On CUDA the training runs under :func:`reproducible_kernels`.
     """
     dev = pick_device(device)
+    with reproducible_kernels(dev):
+        return _train_moco(images, cfg, seed=seed, grayscale=grayscale, dev=dev, checkpoint=checkpoint,
+                           resume=resume, progress=progress, stop_after_epoch=stop_after_epoch, loader=loader,
+                           dist=dist)
+
+
+def _train_moco(images, cfg: MocoConfig, *, seed: int, grayscale: bool, dev: torch.device,
+                checkpoint: Path | None, resume: bool, progress: bool, stop_after_epoch: int | None,
+                loader: LoaderConfig | None, dist: DistInfo | None) -> tuple[MoCo, dict[str, Any]]:
     info = dist or SINGLE
     W = info.world_size
     src = images if isinstance(images, PixelSource) else PixelSource(images, dev, loader,
