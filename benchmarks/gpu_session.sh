@@ -5,7 +5,7 @@
 #   2. U-Net trainings per minute: stacked models (STACKS, e.g. "8 16") on random data
 #   3. `coldseg select DATA/images --budget 10%` at SIZE px, timed
 #   4. the benchmark sweep on DATA (resumable: rerun with the same BENCH_DIR to continue)
-# Results are packed into at most 9 files under OUT.
+# Results are packed into at most 8 files under OUT (the device tool brings back 8).
 #   bash benchmarks/gpu_session.sh DATA_DIR OUT [SWEEP_SECONDS]
 # Tiny CPU rehearsal (python3 must see coldseg's dependencies, e.g. PATH=$PWD/.venv/bin:$PATH): THR_BATCH=16 THR_STEPS=3 REPRO_STEPS=8 SIZE=32 STEPS=5 EPOCHS=1 SSL_EPOCHS=1 MIN_STEPS=0 DEVICE=cpu bash benchmarks/gpu_session.sh ...
 set -u
@@ -49,7 +49,7 @@ if [[ ,$STAGES, == *,select,* ]]; then
   start=$(date +%s.%N)
   python3 -m coldseg.cli select "$DATA/images" --budget 10% --image-size $SIZE --epochs $EPOCHS \
     --min-steps $MIN_STEPS --device $DEVICE --out /tmp/select_run --cache-dir /tmp/coldseg-cache --quiet
-  echo "select rc=$? wall_s=$(python3 -c "print(round($(date +%s.%N)-$start,1))")" | tee "$OUT/select_time.txt"
+  echo "select rc=$? wall_s=$(python3 -c "print(round($(date +%s.%N)-$start,1))")" | tee -a "$OUT/timings.txt"
   tar czf "$OUT/select_run.tgz" -C /tmp select_run 2>/dev/null
 fi
 if [[ ,$STAGES, == *,sweep,* ]]; then
@@ -59,7 +59,7 @@ if [[ ,$STAGES, == *,sweep,* ]]; then
     --ratios $RATIOS --seeds $SEEDS --out "$BENCH" --image-size $SIZE --steps $STEPS --ssl-epochs $SSL \
     --ssl-min-steps $MIN_STEPS ${FEATURE_SEEDS:+--feature-seeds $FEATURE_SEEDS} \
     --device $DEVICE --stack $STACK --quiet
-  echo "sweep rc=$? wall_s=$(python3 -c "print(round($(date +%s.%N)-$start,1))")" | tee "$OUT/sweep_time.txt"
+  echo "sweep rc=$? wall_s=$(python3 -c "print(round($(date +%s.%N)-$start,1))")" | tee -a "$OUT/timings.txt"
   python3 -m coldseg.cli report "$BENCH" >/dev/null 2>&1
   python3 scripts/target_check.py "$BENCH" | tee "$OUT/target_check.md"   # issue 4's checks for the default
   tar czf "$OUT/bench.tgz" --exclude='*.pt' -C "$(dirname "$BENCH")" "$(basename "$BENCH")"
