@@ -11,13 +11,16 @@ features; every configuration also picks from the *reference* run's saved ``feat
 
 One JSON line per configuration:
 ``{"config", "steps", "env", "device", "seconds", "features_identical", "max_abs_diff", "mean_cosine",
-"pick_overlap", "picks_from_saved_features_identical": {strategy: bool}}`` where the differences and the overlap (share
-of the reference's picks also picked here) are against the first configuration, ``reference``.
+"pick_overlap": {strategy: share}, "picks_from_saved_features_identical": {strategy: bool}}`` where the
+differences and the overlap (share of the reference's picks also picked here, per ``--strategy``) are
+against the first configuration, ``reference``. A random draw of the same budget would share about
+the budget's fraction.
 
     python benchmarks/numerics_drift.py examples/dubai_sample/images --image-size 32 --min-steps 40
 
-Configurations (x86 only for the two kernel caps): ``reference`` and ``repeat`` (the environment as
-it is, ``OMP_NUM_THREADS`` = ``--threads``), ``threads-1``, ``aten-avx2`` (``ATEN_CPU_CAPABILITY=avx2``),
+Configurations (x86 only for the kernel caps): ``reference`` and ``repeat`` (the environment as
+it is, ``OMP_NUM_THREADS`` = ``--threads``), ``seed+1`` (as the reference but the encoder trained with the
+next seed: how different another seed's encoder is, for scale; the picks still use ``--seed``), ``threads-1``, ``aten-avx2`` (``ATEN_CPU_CAPABILITY=avx2``),
 ``onednn-avx2`` (``ONEDNN_MAX_CPU_ISA=AVX2``), ``openblas-haswell`` (``OPENBLAS_CORETYPE=Haswell``: numpy's
 BLAS, which the selectors use). On a GPU (``--device cuda --configs repeat``) the two
 runs show whether training there is bit-reproducible (coldseg trains under
@@ -41,7 +44,7 @@ import numpy as np
 
 def _configs(threads: int) -> list[tuple[str, dict[str, str]]]:
     base = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    out = [("reference", base), ("repeat", base),
+    out = [("reference", base), ("repeat", base), ("seed+1", base),
            ("threads-1", {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})]
     if platform.machine().lower() in ("x86_64", "amd64"):
         out += [("aten-avx2", {**base, "ATEN_CPU_CAPABILITY": "avx2"}),
@@ -76,7 +79,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--budget", default="10%")
     ap.add_argument("--strategy", default="kmedian",
-                    help="comma list: the first gives pick_overlap; every one is checked for "
+                    help="comma list of selectors, each reported in pick_overlap and "
                          "picks_from_saved_features_identical")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu", help="cpu, cuda or auto: on a GPU run --configs repeat, which "
@@ -107,7 +110,8 @@ def main() -> None:
         for name, env in configs:
             emb = root / f"embed-{name}"
             t0 = time.perf_counter()
-            _coldseg(["embed", images_dir, "--out", str(emb), "--seed", str(args.seed),
+            seed = args.seed + (name == "seed+1")   # the one configuration that changes the seed, for scale
+            _coldseg(["embed", images_dir, "--out", str(emb), "--seed", str(seed),
                       "--image-size", str(args.image_size), "--epochs", str(args.epochs),
                       "--min-steps", str(args.min_steps), "--batch-size", str(args.batch_size),
                       "--candidates", "none", "--device", args.device,
@@ -116,9 +120,11 @@ def main() -> None:
             feats = np.load(emb / "features.npy")
             strategies = args.strategy.split(",")
             sel_args = ["--budget", args.budget, "--seed", str(args.seed), "--no-report", "--quiet"]
-            _coldseg(["select", images_dir, "--features", str(emb / "features.npy"), "--strategy", strategies[0],
-                      "--out", str(root / f"own-{name}"), *sel_args], env)
-            picks = _picks(root / f"own-{name}")
+            picks = {}
+            for strat in strategies:
+                _coldseg(["select", images_dir, "--features", str(emb / "features.npy"), "--strategy", strat,
+                          "--out", str(root / f"own-{name}-{strat}"), *sel_args], env)
+                picks[strat] = _picks(root / f"own-{name}-{strat}")
             ref_path = (emb if ref_feats is None else root / "embed-reference") / "features.npy"
             saved_picks = {}
             for strat in strategies:
@@ -136,7 +142,8 @@ def main() -> None:
                 "features_identical": bool(np.array_equal(feats, ref_feats)),
                 "max_abs_diff": float(np.abs(feats - ref_feats).max()),
                 "mean_cosine": round(float((a * b).sum(1).mean()), 4),
-                "pick_overlap": round(len(set(picks) & set(ref_picks)) / len(ref_picks), 3),
+                "pick_overlap": {k: round(len(set(v) & set(ref_picks[k])) / len(ref_picks[k]), 3)
+                                 for k, v in picks.items()},
                 "picks_from_saved_features_identical": {k: v == ref_saved_picks[k] for k, v in saved_picks.items()},
             }), flush=True)
 

@@ -291,3 +291,25 @@ def test_pick_overlap_script_matches_runs_by_ratio_and_seed(tmp_path, capsys):
         mod["main"]([str(a), str(b), "--strategy", "ca"])
     with pytest.raises(SystemExit, match="does not exist"):
         mod["main"]([str(tmp_path / "nope"), str(b)])
+
+
+def test_name_order_bias_script_ranks_picks_in_the_full_runs_pool(tmp_path, capsys):
+    """scripts/name_order_bias.py: mean normalised name rank and share among the first names."""
+    import runpy
+    from pathlib import Path
+
+    pool = [f"img{i:02d}" for i in range(11)]                        # ranks 0.0, 0.1, ..., 1.0
+    for rec in [{"strategy": "full", "ratio": 100.0, "seed": 0, "ids": pool},
+                {"strategy": "probcover", "ratio": 10.0, "seed": 0, "ids": ["img00", "img01"]},
+                {"strategy": "probcover", "ratio": 10.0, "seed": 1, "ids": ["img00", "img10"]},
+                {"strategy": "random", "ratio": 10.0, "seed": 0, "ids": ["img05"]}]:
+        R.append_run_record(tmp_path, rec)
+    mod = runpy.run_path(str(Path(__file__).parents[1] / "scripts" / "name_order_bias.py"))
+    assert mod["main"]([str(tmp_path), "--first", "0.15"]) == 0
+    out = capsys.readouterr().out
+    # probcover: ranks (0, 0.1) and (0, 1): means 0.05 and 0.5 -> 0.275; shares 1.0 and 0.5 -> 75 %
+    assert f"| {tmp_path.name} | `probcover` | 2 | 0.275 | 75.0% |" in out
+    assert f"| {tmp_path.name} | `random` | 1 | 0.500 | 0.0% |" in out
+    assert "`full`" not in out
+    with pytest.raises(SystemExit, match="does not exist"):
+        mod["main"]([str(tmp_path / "nope")])

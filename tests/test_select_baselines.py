@@ -5,6 +5,7 @@ import warnings
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
 from coldseg.select.kcenter import k_center_greedy, pad_by_k_center
 from coldseg.select.kmedian import kmedian
@@ -146,13 +147,44 @@ def test_greedy_max_coverage_hand_computed():
     assert G.nnz == int(((D < 0.8) | np.eye(len(R), dtype=bool)).sum())  # same pairs as brute force
 
 
+def test_greedy_ties_break_at_random_but_gains_still_come_first():
+    Z = np.array([[0.0], [0.1], [0.2], [5.0], [5.1], [9.0]])
+    A = delta_ball_graph(Z, 0.15**2, max_edges=100)  # degrees 2, 3, 2, 2, 2, 1
+    seconds = set()
+    for seed in range(20):
+        picks, covered = greedy_max_coverage(A, 6, np.random.default_rng(seed))
+        assert picks[0] == 1 and picks[2] == 5 and covered.all()   # the unique best ball, the last blob
+        seconds.add(int(picks[1]))                                  # {3,4} tie on gain 2
+    assert seconds == {3, 4}
+    # all balls of one row: every pick is a tie; index order would give 0..99, random ties spread out
+    n = 1000
+    I = sp.identity(n, format="csr", dtype=np.int8)
+    assert greedy_max_coverage(I, 100)[0].tolist() == list(range(100))
+    picks = greedy_max_coverage(I, 100, np.random.default_rng(0))[0]
+    assert len(set(picks.tolist())) == 100 and 350 < picks.mean() < 650 and (picks < 100).sum() < 25
+    assert np.array_equal(picks, greedy_max_coverage(I, 100, np.random.default_rng(0))[0])   # seeded
+
+
+def test_probcover_ties_option():
+    X = np.random.default_rng(1).normal(size=(400, 16))
+    rnd = get_selector("probcover").select(X, 40, random_state=3)
+    idx = get_selector("probcover", ties="index").select(X, 40, random_state=3)
+    assert rnd.info["ties"] == "random" and idx.info["ties"] == "index"
+    assert rnd.info["delta"] == idx.info["delta"]                   # only the tie-break differs
+    assert np.mean(idx.indices) < np.mean(rnd.indices)              # index ties lean to the first rows
+    with pytest.raises(ValueError, match="ties"):
+        get_selector("probcover", ties="first").select(X, 4, random_state=0)
+
+
 def test_probcover_with_obvious_delta_covers_each_blob_once():
     X, truth = axis_blobs(0, sigma=0.3)  # normalised blobs lie ~1.41 apart, within-blob < 0.3
     sel = get_selector("probcover", delta=0.5).select(X, 3, random_state=0)
-    assert sel.indices.tolist() == [0, 30, 60]  # equal ball sizes -> the lowest row of each blob
+    assert sorted(truth[sel.indices].tolist()) == [0, 1, 2]  # equal ball sizes: one row of each blob
+    old = get_selector("probcover", delta=0.5, ties="index").select(X, 3, random_state=0)
+    assert old.indices.tolist() == [0, 30, 60]                # index ties: the lowest row of each blob
     assert sel.info["coverage"] == 1.0 and sel.info["n_random"] == 0
     more = get_selector("probcover", delta=0.5).select(X, 5, random_state=0)
-    assert more.indices[:3].tolist() == [0, 30, 60] and more.info["n_random"] == 2
+    assert more.indices[:3].tolist() == sel.indices.tolist() and more.info["n_random"] == 2
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
