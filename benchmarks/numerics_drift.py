@@ -18,13 +18,13 @@ the budget's fraction.
 
     python benchmarks/numerics_drift.py examples/dubai_sample/images --image-size 32 --min-steps 40
 
-Configurations (x86 only for the kernel caps): ``reference`` and ``repeat`` (the environment as
-it is, ``OMP_NUM_THREADS`` = ``--threads``), ``seed+1`` (as the reference but the encoder trained with the
-next seed: how different another seed's encoder is, for scale; the picks still use ``--seed``), ``threads-1``, ``aten-avx2`` (``ATEN_CPU_CAPABILITY=avx2``),
-``onednn-avx2`` (``ONEDNN_MAX_CPU_ISA=AVX2``), ``openblas-haswell`` (``OPENBLAS_CORETYPE=Haswell``: numpy's
-BLAS, which the selectors use). On a GPU (``--device cuda --configs repeat``) the two
-runs show whether training there is bit-reproducible (coldseg trains under
-``coldseg.features.train.reproducible_kernels``).
+Configurations (x86 only for the kernel caps): ``reference`` and ``repeat`` (the environment as it
+is, ``OMP_NUM_THREADS`` = ``--threads``); ``seed+1`` (as the reference, but the encoder trained with the
+next seed: how far another seed moves things, for scale; the picks still use ``--seed``); ``threads-1``;
+``aten-avx2`` (``ATEN_CPU_CAPABILITY=avx2``); ``onednn-avx2`` (``ONEDNN_MAX_CPU_ISA=AVX2``);
+``openblas-haswell`` (``OPENBLAS_CORETYPE=Haswell``: numpy's BLAS, which the selectors use). On a GPU
+(``--device cuda --configs repeat``) the two runs show whether training there is bit-reproducible
+(coldseg trains under ``coldseg.features.train.reproducible_kernels``).
 """
 from __future__ import annotations
 
@@ -40,6 +40,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from coldseg.features.train import MocoConfig, moco_steps
 
 
 def _configs(threads: int) -> list[tuple[str, dict[str, str]]]:
@@ -58,12 +60,6 @@ def _coldseg(args: list[str], env: dict[str, str]) -> None:
     proc = subprocess.run([sys.executable, "-m", "coldseg", *args], env=full_env, capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"coldseg {' '.join(args[:1])} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
-
-
-def _sgd_steps(n: int, args: argparse.Namespace) -> int:
-    """MoCo's SGD steps for a pool of ``n`` (coldseg.features.train.moco_steps, without importing torch)."""
-    per_epoch = n // min(args.batch_size, n)
-    return per_epoch * max(args.epochs, -(-args.min_steps // per_epoch))
 
 
 def _picks(out: Path) -> list[str]:
@@ -95,7 +91,12 @@ def main() -> None:
     configs = _configs(args.threads)
     if args.configs:
         wanted = args.configs.split(",")
+        unknown = sorted(set(wanted) - {c[0] for c in configs})
+        if unknown:
+            raise SystemExit(f"numerics_drift: unknown configuration(s) {', '.join(unknown)}; "
+                             f"choose from {', '.join(c[0] for c in configs)}")
         configs = [c for c in configs if c[0] in wanted or c[0] == "reference"]
+    cfg = MocoConfig(epochs=args.epochs, min_steps=args.min_steps, batch_size=args.batch_size)
     with tempfile.TemporaryDirectory(prefix="coldseg-drift-") as tmp:
         root = Path(tmp)
         images_dir = args.images_dir
@@ -137,7 +138,7 @@ def main() -> None:
             b = feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
             manifest = json.loads((emb / "manifest.json").read_text())
             print(json.dumps({
-                "config": name, "steps": _sgd_steps(len(feats), args), "env": env, "device": manifest["device"],
+                "config": name, "steps": moco_steps(cfg, len(feats)), "env": env, "device": manifest["device"],
                 "seconds": round(seconds, 1),
                 "features_identical": bool(np.array_equal(feats, ref_feats)),
                 "max_abs_diff": float(np.abs(feats - ref_feats).max()),

@@ -121,7 +121,8 @@ def main():
         bare = bench_bare(dev, a.image_size, a.batch_size, a.steps, a.warmup, a.width)
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu {platform.machine()} x{torch.get_num_threads()}"
     print(json.dumps({"device": name, "image_size": a.image_size, "batch_size": a.batch_size, "steps": a.steps,
-                      "width": a.width, "bn_splits": a.bn_splits, "kernels": a.kernels, "moco_images_per_s": round(moco, 1),
+                      "width": a.width, "bn_splits": a.bn_splits, "kernels": a.kernels,
+                      "moco_images_per_s": round(moco, 1),
                       "bare_encoder_images_per_s": round(bare, 1), "ratio": round(moco / bare, 3),
                       "note": "images/s counts pool images; each MoCo image is two augmented views"}))
 

@@ -88,7 +88,8 @@ def _device_name(dev) -> str:
 
     if dev.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(dev)})"
-    return f"cpu ({_cpu_model()}, {torch.backends.cpu.get_cpu_capability()} kernels, {torch.get_num_threads()} threads)"
+    kernels = torch.backends.cpu.get_cpu_capability()
+    return f"cpu ({_cpu_model()}, {kernels} kernels, {torch.get_num_threads()} threads)"
 
 
 def _cpu_model() -> str:

@@ -12,7 +12,10 @@ EXIT_INTERRUPTED = 130
 
 
 def _common_training(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same result on the same machine and thread count (trained features differ across CPU models; --features reproduces a pick list anywhere) (default 0)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="random seed; the same seed gives the same result on the same machine and thread count "
+                        "(trained features differ across CPU models; --features reproduces a pick list anywhere) "
+                        "(default 0)")
     p.add_argument("--image-size", type=int, default=128, metavar="PX", help="working size in pixels (default 128)")
     p.add_argument("--epochs", type=int, default=30, metavar="E", help="MoCo training epochs (default 30)")
     p.add_argument("--batch-size", type=int, default=32, metavar="B", help="MoCo batch size (default 32)")

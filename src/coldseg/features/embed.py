@@ -64,7 +64,6 @@ def is_grayscale(images: np.ndarray) -> bool:
     return True
 
 
-@torch.no_grad()
 def embed_images(model: MoCo, images: torch.Tensor | np.ndarray | PixelSource, *, layer: str = "backbone",
                  batch: int = 256, device: torch.device | None = None, loader: LoaderConfig | None = None,
                  dist: DistInfo | None = None) -> np.ndarray:

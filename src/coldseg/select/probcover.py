@@ -6,7 +6,7 @@ them covered, repeat. Once everything is covered the greedy gain is 0 everywhere
 are then a uniform random draw (the selector's generator) among unpicked rows, as the paper does.
 Equal gains are broken at random (``ties="random"``, the default): with the purity rule's delta most
 balls hold a few rows, so ties decide most picks, and breaking them by the lower row index (``ties=
-"index"``, what this project did until 2026-11-29 and what an ``argmax`` does) drew 35-59 % of the
+"index"``, what this project did until 2026-11-29 and what an ``argmax`` does) drew 22-59 % of the
 picks from the first 10 % of the sorted file names on every benchmark dataset (docs/results.md).
 
 delta is chosen without labels, as in the paper: K-means pseudo-labels on the normalised features
@@ -79,7 +79,7 @@ def greedy_max_coverage(A: sp.csr_matrix, budget: int,
     a uniform random row (one permutation drawn from ``rng`` ranks the rows), or to the lower row index
     when ``rng`` is None. Ties are the common case once the few large balls are taken: with the purity
     rule's delta a ball often holds 1-3 rows, and the lower-index rule then picks the first file names
-    (35-59 % of the picks from the first 10 % of the sorted names in this project's benchmark runs).
+    (22-59 % of the picks from the first 10 % of the sorted names in this project's benchmark runs).
     """
     n = A.shape[0]
     deg = np.diff(A.indptr).astype(np.int64)  # (n,) uncovered rows in each ball
