@@ -189,6 +189,25 @@ def _cl(x: torch.Tensor, device: torch.device) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else x
 
 
+def two_views(xb: torch.Tensor, g_aug: torch.Generator, aug: AugmentConfig,
+              dev: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """A single process's augmentation half of a MoCo step: uint8 rows (B, 3, S, S) on ``dev`` ->
+    the normalised query and key views, in the memory format the encoders run in."""
+    x = xb.float().div_(255)
+    return _cl(normalize(base_view(x, g_aug, aug)), dev), _cl(normalize(base_view(x, g_aug, aug)), dev)
+
+
+def contrast(model: MoCo, im_q: torch.Tensor, im_k: torch.Tensor, g_aug: torch.Generator,
+             ids: torch.Tensor | None) -> torch.Tensor:
+    """A single process's encoder half of a MoCo step (key shuffle drawn from ``g_aug`` after the views):
+    the InfoNCE term of each query (B,), with the key encoder and queue updated. Training and
+    benchmarks/train_throughput.py both step through :func:`two_views` and this."""
+    dev = im_q.device
+    shuffle = torch.randperm(im_q.shape[0], generator=g_aug, device=dev)
+    with _autocast(dev):
+        return model(im_q, im_k, shuffle=shuffle, ids=ids, reduction="none")
+
+
 def _rank_seed(seed: int, rank: int) -> int:
     """Augmentation seed of a rank: rank 0 draws as a single process does, the others apart."""
     return seed if rank == 0 else seed + 1_000_003 * rank
@@ -306,16 +325,13 @@ def _train_moco(images, cfg: MocoConfig, *, seed: int, grayscale: bool, dev: tor
             ids = order[s * batch : (s + 1) * batch]        # (B,) pool rows of this global batch
             for grp in opt.param_groups:
                 grp["lr"] = _lr_at(cfg, step, total_steps, batch)
-            x = xb.float().div_(255)
             if ddp_q is None:
-                im_q = _cl(normalize(base_view(x, g_aug, aug)), dev)
-                im_k = _cl(normalize(base_view(x, g_aug, aug)), dev)
-                shuffle = torch.randperm(batch, generator=g_aug, device=dev)
-                with _autocast(dev):
-                    per_query = model(im_q, im_k, shuffle=shuffle, ids=ids, reduction="none")   # (B,)
+                im_q, im_k = two_views(xb, g_aug, aug, dev)
+                per_query = contrast(model, im_q, im_k, g_aug, ids)                     # (B,)
                 mine = ids
             else:
                 b = batch // W
+                x = xb.float().div_(255)
                 im_q = _cl(normalize(base_view(x[:b], g_aug, aug)), dev)
                 im_k = _cl(normalize(base_view(x[b:], g_aug, aug)), dev)
                 with _autocast(dev):
