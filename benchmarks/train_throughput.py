@@ -16,7 +16,9 @@ are each kind's median over rounds, ``*_range`` the lowest and highest round:
 Images/s count pool images; one MoCo image is two augmented views, so ``ratio_per_view`` (MoCo's
 augmented views/s over the bare encoder's images/s, the way ../shared/MISSION.md quotes MoCo
 throughput) is twice ``ratio`` (pool images). ``ratio_ready`` is ``ratio``'s ceiling when
-augmentation is free; ``augment_share`` is the fraction of the MoCo step that augmentation costs.
+augmentation is free. ``augment_share`` and ``key_forward_share`` are the fractions of a MoCo step's
+time that the two views and a forward pass of one view cost, timed alone (on a shared machine these are
+steadier than the difference between ``moco`` and ``moco_ready``).
 
     python benchmarks/train_throughput.py --image-size 128 --batch-size 256 --steps 50 [--device cuda]
 """
@@ -193,7 +195,8 @@ def main():
         out[f"{k}_range"] = [round(min(v), 1), round(max(v), 1)]
     moco, ready, bare = med["moco"], med["moco_ready"], med["bare_encoder"]
     out.update({"ratio": round(moco / bare, 3), "ratio_per_view": round(2 * moco / bare, 3),
-                "ratio_ready": round(ready / bare, 3), "augment_share": round(1 - moco / ready, 3),
+                "ratio_ready": round(ready / bare, 3), "augment_share": round(moco / med["augment"], 3),
+                "key_forward_share": round(moco / med["bare_forward"], 3),
                 "note": "images/s count pool images; each MoCo image is two augmented views"})
     print(json.dumps(out))
 
