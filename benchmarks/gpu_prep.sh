@@ -48,5 +48,5 @@ echo "travels: $((total / 1048576)) MiB (tracked files + .whl + .gpudata; the li
 if (( total > 64 * 1048576 )); then echo "too large: rerun with a smaller MAX_SIDE or remove other .gpudata folders" >&2; exit 1; fi
 cat <<EOF
 Device command (run tool, carry [".whl", ".gpudata"], timeout_s 600):
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site || exit; bash benchmarks/gpu_session.sh .gpudata/$DS \$OUT 420
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site || exit; bash benchmarks/gpu_session.sh .gpudata/$DS \$OUT 540
 EOF

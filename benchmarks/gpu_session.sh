@@ -3,14 +3,18 @@
 #   1. MoCo images/s vs bare encoder (benchmarks/train_throughput.py), cuDNN as coldseg trains and autotuned
 #      (and autotuned without shuffle-BN); each line also times MoCo on ready views, augmentation alone, key forward
 #   1b. the same seed twice on the GPU: bit-identical features? (benchmarks/numerics_drift.py --configs repeat)
-#   2. U-Net trainings per minute: stacked models (STACKS, e.g. "8 16") on random data
+#   2. U-Net trainings per minute: stacked models (STACKS, e.g. "8 16") on random data (stage segthroughput, opt-in)
 #   3. `coldseg select DATA/images --budget 10%` at SIZE px, timed
-#   4. the benchmark sweep on DATA (resumable: rerun with the same BENCH_DIR to continue)
+#   4. the benchmark sweep on DATA with whatever time is left (resumable: rerun with the same BENCH_DIR to continue)
 # Results are packed into at most 8 files under OUT (the device tool brings back 8).
-#   bash benchmarks/gpu_session.sh DATA_DIR OUT [SWEEP_SECONDS]
+#   bash benchmarks/gpu_session.sh DATA_DIR OUT [TOTAL_SECONDS]
+# TOTAL_SECONDS (default 540) bounds the whole script: the sweep gets what the stages before it left,
+# less PACK_S (default 60) to write the report and pack bench.tgz, so the results are under OUT before a
+# device call's limit (600 s) cuts the command off. Under 90 s left: the sweep is skipped.
 # Tiny CPU rehearsal (python3 must see coldseg's dependencies, e.g. PATH=$PWD/.venv/bin:$PATH): THR_BATCH=16 THR_STEPS=3 REPRO_STEPS=8 SIZE=32 STEPS=5 EPOCHS=1 SSL_EPOCHS=1 MIN_STEPS=0 DEVICE=cpu bash benchmarks/gpu_session.sh ...
 set -u
-DATA=$1; OUT=$2; SWEEP_S=${3:-400}
+DATA=$1; OUT=$2; TOTAL_S=${3:-540}; PACK_S=${PACK_S:-60}
+T0=$(date +%s)
 export PYTHONPATH=$PWD/src:${PYTHONPATH:-}
 export PYTHONUNBUFFERED=1
 SIZE=${SIZE:-128}; STEPS=${STEPS:-1500}; EPOCHS=${EPOCHS:-30}; SSL=${SSL_EPOCHS:-60}
@@ -19,7 +23,7 @@ DEVICE=${DEVICE:-auto}; SEEDS=${SEEDS:-3}; RATIOS=${RATIOS:-5,10,20,30}
 FEATURE_SEEDS=${FEATURE_SEEDS:-}   # e.g. 3 with SEEDS=12: 12 seeds on 3 MoCo encoders (one cell's Dice moves ~1.4 points with the U-Net seed)
 STRATS=${STRATS:-random,ca,ca-typical,kcenter,kmedian,ra,typiclust,probcover,bayesian,coreset-iter}
 BENCH=${BENCH_DIR:-/tmp/bench_$(basename $DATA)}
-STAGES=${STAGES:-throughput,repro,segthroughput,select,sweep}
+STAGES=${STAGES:-throughput,repro,select,sweep}
 STACKS=${STACKS:-8 16}; STACK=${STACK:-8}
 log() { echo "== $(date +%T) $*"; }
 mkdir -p "$OUT"
@@ -41,7 +45,7 @@ fi
 if [[ ,$STAGES, == *,segthroughput,* ]]; then
   for g in $STACKS; do
     log "U-Net trainings per minute, stack $g"
-    python3 benchmarks/bench_throughput.py --jobs 16 --steps $STEPS --image-size $SIZE --stack $g --device $DEVICE \
+    python3 benchmarks/bench_throughput.py --jobs 16 --steps ${SEG_STEPS:-300} --image-size $SIZE --stack $g --device $DEVICE \
       | tee -a "$OUT/seg_throughput.jsonl"
   done
 fi
@@ -54,8 +58,11 @@ if [[ ,$STAGES, == *,select,* ]]; then
   echo "select rc=$? wall_s=$(python3 -c "print(round($(date +%s.%N)-$start,1))")" | tee -a "$OUT/timings.txt"
   tar czf "$OUT/select_run.tgz" -C /tmp select_run 2>/dev/null
 fi
-if [[ ,$STAGES, == *,sweep,* ]]; then
-  log "benchmark sweep on $DATA ($STRATS; ratios $RATIOS; $SEEDS seeds; limit ${SWEEP_S}s)"
+SWEEP_S=$(( TOTAL_S - ($(date +%s) - T0) - PACK_S ))
+if [[ ,$STAGES, == *,sweep,* ]] && (( SWEEP_S < 90 )); then
+  log "sweep skipped: ${SWEEP_S}s left of ${TOTAL_S}s" | tee -a "$OUT/timings.txt"
+elif [[ ,$STAGES, == *,sweep,* ]]; then
+  log "benchmark sweep on $DATA ($STRATS; ratios $RATIOS; $SEEDS seeds; limit ${SWEEP_S}s of ${TOTAL_S}s)"
   start=$(date +%s.%N)
   timeout --signal=INT --kill-after=25 $SWEEP_S python3 -m coldseg.cli benchmark "$DATA" --strategies $STRATS \
     --ratios $RATIOS --seeds $SEEDS --out "$BENCH" --image-size $SIZE --steps $STEPS --ssl-epochs $SSL \
@@ -67,4 +74,4 @@ if [[ ,$STAGES, == *,sweep,* ]]; then
   tar czf "$OUT/bench.tgz" --exclude='*.pt' -C "$(dirname "$BENCH")" "$(basename "$BENCH")"
   tail -n 40 "$BENCH/report.md" 2>/dev/null
 fi
-log done
+log "done after $(( $(date +%s) - T0 ))s of ${TOTAL_S}s"
