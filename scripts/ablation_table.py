@@ -12,6 +12,11 @@ differences to that strategy instead of ``random``, e.g. the same selector on tw
 
     python scripts/ablation_table.py docs/results/isic2017_cpu64_validation_backbone \
         --with docs/results/isic2017_cpu64_validation_hardcontrast:head --baseline "kmedian (head)"
+
+``--pool OTHER`` averages each strategy's Dice over this folder and OTHER on matched (ratio, seed)
+before differencing, for a strategy run on two sets of encoders with the same seeds and the same
+``random`` runs (copied rows): the encoder sets become replicates inside each seed, the unit stays
+the seed. Only strategies present in every pooled folder are shown, each over the cells all have.
 """
 from __future__ import annotations
 
@@ -40,6 +45,34 @@ def read_dice(folder: Path) -> dict[str, dict[tuple[float, int], float]]:
     return dice
 
 
+def _check_shared(name: str, cells: dict, mine: dict, folder, main_folder) -> None:
+    """Copied random/full runs must be the very same runs in both folders."""
+    clash = [k for k, v in cells.items() if k in mine and mine[k] != v]
+    if clash:
+        raise SystemExit(f"{folder}: its {name} runs differ from {main_folder}'s at (ratio, seed) "
+                         f"{clash[:3]}: the folders are not paired")
+
+
+def pool(dice: dict, folders: list[Path], main_folder: Path) -> list[str]:
+    """Average every strategy's Dice over ``dice`` and ``folders`` on the (ratio, seed) cells all of them
+    hold; strategies missing from one of them are dropped. Returns the pooled strategy names."""
+    others = [read_dice(f) for f in folders]
+    for f, o in zip(folders, others):
+        for name in ("random", "full"):
+            _check_shared(name, o.get(name, {}), dice.get(name, {}), f, main_folder)
+    pooled = []
+    for name in list(dice):
+        if name in ("random", "full"):
+            continue
+        if not all(name in o for o in others):
+            del dice[name]
+            continue
+        keys = set(dice[name]).intersection(*(o[name] for o in others))
+        dice[name] = {k: float(np.mean([dice[name][k]] + [o[name][k] for o in others])) for k in keys}
+        pooled.append(name)
+    return pooled
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("folder", type=Path)
@@ -47,19 +80,19 @@ def main() -> None:
     ap.add_argument("--with", dest="others", action="append", default=[], metavar="FOLDER:LABEL",
                     help="add FOLDER's strategies as 'name (LABEL)' (repeatable)")
     ap.add_argument("--baseline", default="random", help="differences to this strategy (default random)")
+    ap.add_argument("--pool", action="append", default=[], type=Path, metavar="FOLDER",
+                    help="average each strategy over this folder too, on matched seeds (repeatable)")
     args = ap.parse_args()
     ratios = [float(r) for r in args.ratios.split(",")]
     dice = read_dice(args.folder)
+    pooled = pool(dice, args.pool, args.folder) if args.pool else []
     for spec in args.others:
         folder, _, label = spec.rpartition(":")
         if not folder or not label:
             ap.error(f"--with {spec!r}: give FOLDER:LABEL")
         for name, cells in read_dice(Path(folder)).items():
             if name in ("random", "full"):   # shared runs: must be the same runs, then nothing to add
-                clash = [k for k, v in cells.items() if k in dice[name] and dice[name][k] != v]
-                if clash:
-                    raise SystemExit(f"{folder}: its {name} runs differ from {args.folder}'s at (ratio, seed) "
-                                     f"{clash[:3]}: the folders are not paired")
+                _check_shared(name, cells, dice[name], folder, args.folder)
                 continue
             dice[f"{name} ({label})"] = cells
     if args.baseline not in dice:
@@ -88,6 +121,10 @@ def main() -> None:
         print(f"| `{name}` | " + " | ".join(cells) + " |")
     print(f"\nDice points (×100) of strategy − {args.baseline} on matched seeds; [95 % t-interval over seeds"
           + (f"; last column over the {encoders} encoders, seed s using encoder s % {encoders}]." if encoders else "]."))
+    if pooled:
+        print(f"Pooled: {', '.join(pooled)} averaged per (ratio, seed) over {1 + len(args.pool)} folders "
+              f"({', '.join(str(f) for f in [args.folder, *args.pool])}); the per-encoder column counts this "
+              "folder's encoder index, each entry now averaging one encoder of every folder.")
 
 
 if __name__ == "__main__":

@@ -313,3 +313,32 @@ def test_name_order_bias_script_ranks_picks_in_the_full_runs_pool(tmp_path, caps
     assert "`full`" not in out
     with pytest.raises(SystemExit, match="does not exist"):
         mod["main"]([str(tmp_path / "nope")])
+
+
+def test_ablation_table_pools_encoder_sets_on_matched_seeds(tmp_path, monkeypatch, capsys):
+    """--pool: a strategy run on two folders (same seeds, same copied random runs) is averaged per
+    (ratio, seed) before differencing; strategies missing from a folder are dropped; folders whose
+    random runs differ are refused."""
+    import pytest
+
+    def folder(name, gains, random_dice=0.5):
+        d = tmp_path / name
+        d.mkdir()
+        rows = ["dataset,strategy,ratio,n_labeled,seed,dice,hd95,train_seconds,device"]
+        for seed in range(3):
+            for ratio in (5, 10):
+                rows.append(f"d,random,{ratio},4,{seed},{random_dice + seed / 100},1,1,cpu")
+                rows += [f"d,{s},{ratio},4,{seed},{random_dice + seed / 100 + g},1,1,cpu" for s, g in gains.items()]
+        (d / "results.csv").write_text("\n".join(rows) + "\n")
+        return d
+
+    a = folder("a", {"x": 0.01, "only_a": 0.05})
+    b = folder("b", {"x": 0.03})
+    _run_script("scripts/ablation_table.py", [a, "--ratios", "5,10", "--pool", b], monkeypatch)
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if x.startswith("| `x`"))
+    assert [c.strip() for c in line.strip("|").split("|")][3].startswith("+2.00")   # (1 + 3) / 2 points
+    assert "only_a" not in out and "Pooled: x" in out
+    c = folder("c", {"x": 0.03}, random_dice=0.6)
+    with pytest.raises(SystemExit, match="not paired"):
+        _run_script("scripts/ablation_table.py", [a, "--pool", c], monkeypatch)
