@@ -53,13 +53,24 @@ def test_deterministic_and_seed_free_on_small_pools():
     assert a.tolist() == b.tolist()
 
 
-def test_landmark_estimate_on_large_pools_stays_close():
+def test_cells_on_large_pools_stay_close_and_spread_every_prefix():
     X, _ = _blobs([600, 300, 100], d=8, spread=0.5, seed=3)
     exact = get_selector("herding").select(X, 30, random_state=0)
-    approx = get_selector("herding", exact_below=100, landmarks=400).select(X, 30, random_state=0)
-    assert approx.info["mu"] == "400 landmarks" and exact.info["mu"] == "exact"
-    assert len(set(approx.indices.tolist())) == 30
-    assert _mmd(X, approx.indices) < 2 * _mmd(X, exact.indices) + 1e-4
+    celled = get_selector("herding", exact_below=100, cell_rows=250, landmarks=400).select(X, 30, random_state=0)
+    assert exact.info["mu"] == "exact" and exact.info["cells"] == 1
+    assert celled.info["cells"] == 4 and "400 landmarks" in celled.info["mu"]
+    assert len(set(celled.indices.tolist())) == 30
+    assert _mmd(X, celled.indices) < 2 * _mmd(X, exact.indices) + 1e-4
+    rand = [_mmd(X, get_selector("random").select(X, 30, random_state=s).indices) for s in range(10)]
+    assert _mmd(X, celled.indices) < np.median(rand)
+    # the list is interleaved: every prefix holds each cell's picks in proportion to its quota (± 1.5)
+    from coldseg.select.fps import cell_labels
+    from coldseg.select.herding import unit_rows
+    cells = cell_labels(unit_rows(X), 4)[celled.indices]
+    quota = np.bincount(cells, minlength=4)
+    assert (quota > 0).sum() >= 3
+    for k in range(1, 31):
+        assert np.abs(np.bincount(cells[:k], minlength=4) - k * quota / 30).max() <= 1.5
 
 
 def test_duplicate_rows_and_bad_parameters():
@@ -69,6 +80,8 @@ def test_duplicate_rows_and_bad_parameters():
     assert sel.info["bandwidth"] == 1.0
     with pytest.raises(ValueError, match="landmarks"):
         get_selector("herding", landmarks=0).select(X, 2)
+    with pytest.raises(ValueError, match="cell_rows"):
+        get_selector("herding", cell_rows=0).select(X, 2)
 
 
 def test_mmd2_in_blocks_matches_the_dense_value(monkeypatch):
