@@ -80,6 +80,8 @@ def test_duplicate_rows_and_bad_parameters():
     assert sel.info["bandwidth"] == 1.0
     with pytest.raises(ValueError, match="landmarks"):
         get_selector("herding", landmarks=0).select(X, 2)
+    with pytest.raises(ValueError, match="max_dims"):
+        get_selector("herding", max_dims=0).select(X, 2)
     with pytest.raises(ValueError, match="cell_rows"):
         get_selector("herding", cell_rows=0).select(X, 2)
 
@@ -96,3 +98,12 @@ def test_mmd2_in_blocks_matches_the_dense_value(monkeypatch):
     P = Z[picks]
     K = np.exp(-((P[:, None] - P[None]) ** 2).sum(-1) / 0.7)
     assert dense == pytest.approx(K.mean() - 2 * mu[picks].mean() + mu.mean(), rel=1e-9)
+
+
+def test_wide_features_of_large_pools_are_projected_small_pools_never():
+    X, _ = _blobs([300, 200], d=40, spread=0.5, seed=5)
+    small = get_selector("herding", max_dims=8).select(X, 10, random_state=0)
+    assert "projected_dims" not in small.info
+    big = get_selector("herding", exact_below=100, cell_rows=250, max_dims=8).select(X, 10, random_state=0)
+    assert big.info["projected_dims"] == 8 and 0 < big.info["projected_variance"] <= 1
+    assert len(set(big.indices.tolist())) == 10

@@ -27,6 +27,9 @@ herding, O(n·(cell_rows + budget/G)·d) for G cells. At 10^6 rows and a 1 % bud
 took 226.5 s on a 2-core VM (docs/performance.md). The picks of all cells are listed interleaved, each
 cell's i-th pick at position (i + 1/2) / quota of the list, so any prefix of the list is spread over
 the cells in proportion. The reported MMD is then against ``landmarks`` random rows of the pool.
+Wide features on such pools (more than ``max_dims`` (128) columns, e.g. the 512-d MoCo backbone) are
+first projected, after unit normalisation, on their top ``max_dims`` principal components, as
+``kmedian`` does (:mod:`coldseg.select.project`); ``info`` records the dimensions and variance kept.
 Memory: one unit-normalised copy of X plus O(n) vectors (no n x n, n x budget or budget x budget matrix).
 """
 from __future__ import annotations
@@ -91,16 +94,24 @@ class KernelHerding(Selector):
     summary = "kernel herding (greedy MMD, Gaussian kernel): picks distributed like the pool"
 
     def __init__(self, normalize: bool = True, exact_below: int = 20000, landmarks: int = 4096,
-                 cell_rows: int = 5000):
+                 cell_rows: int = 5000, max_dims: int = 128):
         self.normalize = normalize
         self.exact_below = exact_below
         self.landmarks = landmarks
         self.cell_rows = cell_rows
+        self.max_dims = max_dims
 
     def _select(self, X: np.ndarray, budget: int, rng: np.random.Generator) -> Selection:
-        check_positive_ints(self, "exact_below", "landmarks", "cell_rows")
-        n = X.shape[0]
+        check_positive_ints(self, "exact_below", "landmarks", "cell_rows", "max_dims")
+        n, width = X.shape
         Z = unit_rows(X) if self.normalize else X                       # (n, d)
+        projected: dict = {}
+        if n > int(self.exact_below) and width > int(self.max_dims):    # as kmedian: top principal components
+            from coldseg.select.project import fit_components, project
+
+            mean, W, kept = fit_components(Z, int(self.max_dims))
+            Z = project(Z, mean, W)                                     # (n, max_dims)
+            projected = {"projected_dims": int(self.max_dims), "projected_variance": kept}
         h = median_bandwidth(Z, rng)
         if n <= int(self.exact_below):
             mu = mean_kernel(Z, Z, h)                                   # (n,)
@@ -123,7 +134,7 @@ class KernelHerding(Selector):
             L = Z[np.sort(rng.choice(n, min(n, int(self.landmarks)), replace=False))]
             mu = mean_kernel(Z, L, h)                                   # for the reported MMD only
             info = {"mu": f"exact within {int(G)} cells; MMD against {L.shape[0]} landmarks", "cells": int(G)}
-        info = {"bandwidth": h, "normalize": bool(self.normalize), **info,
+        info = {"bandwidth": h, "normalize": bool(self.normalize), **info, **projected,
                 "mmd": float(np.sqrt(max(mmd2(Z, idx, h, mu), 0.0)))}
         return Selection(idx, np.full(budget, -1, dtype=np.int64), distances_to_mean(X, idx), info=info)
 
