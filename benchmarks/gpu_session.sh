@@ -21,7 +21,7 @@ SIZE=${SIZE:-128}; STEPS=${STEPS:-1500}; EPOCHS=${EPOCHS:-30}; SSL=${SSL_EPOCHS:
 MIN_STEPS=${MIN_STEPS:-3000}   # MoCo's default schedule: batch 32, at least 3000 SGD steps
 DEVICE=${DEVICE:-auto}; SEEDS=${SEEDS:-3}; RATIOS=${RATIOS:-5,10,20,30}
 FEATURE_SEEDS=${FEATURE_SEEDS:-}   # e.g. 3 with SEEDS=12: 12 seeds on 3 MoCo encoders (one cell's Dice moves ~1.4 points with the U-Net seed)
-STRATS=${STRATS:-random,ca,ca-typical,kcenter,kmedian,ra,typiclust,probcover,bayesian,coreset-iter}
+STRATS=${STRATS:-random,herding,ca,ca-typical,kcenter,kmedian,ra,typiclust,probcover,bayesian,coreset-iter}
 BENCH=${BENCH_DIR:-/tmp/bench_$(basename $DATA)}
 STAGES=${STAGES:-throughput,repro,select,sweep}
 STACKS=${STACKS:-8 16}; STACK=${STACK:-8}
