@@ -104,14 +104,12 @@ class KernelHerding(Selector):
     def _select(self, X: np.ndarray, budget: int, rng: np.random.Generator) -> Selection:
         check_positive_ints(self, "exact_below", "landmarks", "cell_rows", "max_dims")
         n, width = X.shape
-        Z = unit_rows(X) if self.normalize else X                       # (n, d)
         projected: dict = {}
         if n > int(self.exact_below) and width > int(self.max_dims):    # as kmedian: top principal components
-            from coldseg.select.project import fit_components, project
-
-            mean, W, kept = fit_components(Z, int(self.max_dims))
-            Z = project(Z, mean, W)                                     # (n, max_dims)
+            Z, kept = _project(X, int(self.max_dims), bool(self.normalize))   # (n, max_dims)
             projected = {"projected_dims": int(self.max_dims), "projected_variance": kept}
+        else:
+            Z = unit_rows(X) if self.normalize else X                   # (n, d)
         h = median_bandwidth(Z, rng)
         if n <= int(self.exact_below):
             mu = mean_kernel(Z, Z, h)                                   # (n,)
@@ -137,6 +135,21 @@ class KernelHerding(Selector):
         info = {"bandwidth": h, "normalize": bool(self.normalize), **info, **projected,
                 "mmd": float(np.sqrt(max(mmd2(Z, idx, h, mu), 0.0)))}
         return Selection(idx, np.full(budget, -1, dtype=np.int64), distances_to_mean(X, idx), info=info)
+
+
+def _project(X: np.ndarray, k: int, normalize: bool, chunk: int = 1 << 16) -> tuple[np.ndarray, float]:
+    """(unit-normalised) rows of X (n, d) on their top-k principal components, (n, k) in X's dtype, and
+    the variance share kept; normalised chunk by chunk, so no full-width copy of X is made."""
+    from coldseg.select.project import fit_components, project
+
+    prep = unit_rows if normalize else (lambda A: A)
+    n = X.shape[0]
+    rows = np.sort(np.random.default_rng(0).choice(n, min(n, 100_000), replace=False))
+    mean, W, kept = fit_components(prep(X[rows]), k)
+    out = np.empty((n, k), dtype=X.dtype)
+    for s in range(0, n, chunk):
+        out[s : s + chunk] = project(prep(X[s : s + chunk]), mean, W)
+    return out, kept
 
 
 def herd(Z: np.ndarray, mu: np.ndarray, budget: int, h: float) -> np.ndarray:
