@@ -14,6 +14,7 @@
 # Tiny CPU rehearsal (python3 must see coldseg's dependencies, e.g. PATH=$PWD/.venv/bin:$PATH): THR_BATCH=16 THR_STEPS=3 REPRO_STEPS=8 SIZE=32 STEPS=5 EPOCHS=1 SSL_EPOCHS=1 MIN_STEPS=0 DEVICE=cpu bash benchmarks/gpu_session.sh ...
 set -u
 DATA=$1; OUT=$2; TOTAL_S=${3:-540}; PACK_S=${PACK_S:-60}
+[[ $TOTAL_S =~ ^[0-9]+$ && $PACK_S =~ ^[0-9]+$ ]] || { echo "TOTAL_SECONDS ($TOTAL_S) and PACK_S ($PACK_S) must be whole seconds" >&2; exit 2; }
 T0=$(date +%s)
 export PYTHONPATH=$PWD/src:${PYTHONPATH:-}
 export PYTHONUNBUFFERED=1

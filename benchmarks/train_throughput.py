@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import platform
 import statistics
@@ -67,16 +68,23 @@ def interleaved(kinds: dict, dev, batch: int, steps: int, warmup: int, rounds: i
     return out
 
 
-def _moco_setup(dev, size, batch, width, bn_splits):
-    """A random uint8 pool on the device, a MoCo model, its optimiser and the generators, as train_moco
-    builds them (channels_last on CUDA)."""
+def _pool(dev, size, batch):
+    """A random uint8 pool on the device, the CPU generator that drew it, and a device generator for the
+    rows and views."""
     g = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (max(batch * 4, 512), 3, size, size), dtype=torch.uint8, generator=g).to(dev)
-    model = MoCo(resnet18(width), 128, 4096, bn_splits=bn_splits, generator=g).to(dev)
+    return images, g, torch.Generator(device=dev).manual_seed(1)
+
+
+def _moco_setup(dev, size, batch, width, bn_splits):
+    """The pool, a MoCo model and its optimiser as train_moco builds them (channels_last on CUDA), and
+    the device generator."""
+    images, g_cpu, g = _pool(dev, size, batch)
+    model = MoCo(resnet18(width), 128, 4096, bn_splits=bn_splits, generator=g_cpu).to(dev)
     if dev.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.encoder_q.parameters(), lr=0.03, momentum=0.9, weight_decay=5e-4)
-    return images, model, opt, torch.Generator(device=dev).manual_seed(1)
+    return images, model, opt, g
 
 
 def _rows(g, n, batch, dev):
@@ -93,11 +101,11 @@ def moco_step(dev, size, batch, width, bn_splits=4, profile=False, ready=False):
         for _ in range(4):
             ids = _rows(g, n, batch, dev)
             premade.append((ids, *two_views(images[ids], g, aug, dev)))
-    it = iter(range(10**12))
+    premade = itertools.cycle(premade)
 
     def step():
         if ready:
-            ids, im_q, im_k = premade[next(it) % len(premade)]
+            ids, im_q, im_k = next(premade)
         else:
             ids = _rows(g, n, batch, dev)
             im_q, im_k = two_views(images[ids], g, aug, dev)
@@ -113,7 +121,7 @@ def moco_step(dev, size, batch, width, bn_splits=4, profile=False, ready=False):
 
 def augment_step(dev, size, batch):
     """The two augmented views of a batch alone (pool images/s)."""
-    images, _, _, g = _moco_setup(dev, size, batch, 8, 1)
+    images, _, g = _pool(dev, size, batch)
     aug = AugmentConfig()
 
     def step():
@@ -174,6 +182,11 @@ def main():
                     help="cuDNN as coldseg trains (deterministic algorithms, no autotuning; the default) or "
                          "autotuned with cudnn.benchmark (faster, not bit-reproducible); CPU: no difference")
     a = ap.parse_args()
+    for name in ("image_size", "batch_size", "steps", "rounds", "width", "bn_splits"):
+        if getattr(a, name) < 1:
+            ap.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(a, name)}")
+    if a.warmup < 0:
+        ap.error(f"--warmup must be 0 or more, got {a.warmup}")
     dev = pick_device(a.device)
     kernels = reproducible_kernels(dev) if a.kernels == "reproducible" else contextlib.nullcontext()
     if dev.type == "cuda" and a.kernels == "fast":

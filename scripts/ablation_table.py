@@ -39,6 +39,8 @@ def interval(x: np.ndarray) -> str:
 def read_dice(folder: Path) -> dict[str, dict[tuple[float, int], float]]:
     """{strategy: {(ratio, seed): dice}} of a benchmark folder's results.csv."""
     dice: dict[str, dict[tuple[float, int], float]] = defaultdict(dict)
+    if not (folder / "results.csv").is_file():
+        raise SystemExit(f"{folder}: no results.csv; give a folder written by `coldseg benchmark --out`")
     with open(folder / "results.csv", newline="") as f:
         for r in csv.DictReader(f):
             dice[r["strategy"]][(float(r["ratio"]), int(r["seed"]))] = float(r["dice"])

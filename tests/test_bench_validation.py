@@ -342,3 +342,5 @@ def test_ablation_table_pools_encoder_sets_on_matched_seeds(tmp_path, monkeypatc
     c = folder("c", {"x": 0.03}, random_dice=0.6)
     with pytest.raises(SystemExit, match="not paired"):
         _run_script("scripts/ablation_table.py", [a, "--pool", c], monkeypatch)
+    with pytest.raises(SystemExit, match="no results.csv"):
+        _run_script("scripts/ablation_table.py", [a, "--pool", tmp_path / "missing"], monkeypatch)

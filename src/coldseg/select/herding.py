@@ -37,8 +37,7 @@ from __future__ import annotations
 import numpy as np
 
 from coldseg.select.base import Selection, Selector, check_positive_ints, distances_to_mean
-from coldseg.select.kmedian import group_members
-from coldseg.select.representative import proportional_split
+from coldseg.select.kmedian import cell_quotas
 from coldseg.select.registry import register
 
 _CHUNK_ELEMS = 1 << 22  # kernel entries per block of the mu computation (16 MB in float32)
@@ -106,8 +105,10 @@ class KernelHerding(Selector):
         n, width = X.shape
         projected: dict = {}
         if n > int(self.exact_below) and width > int(self.max_dims):    # as kmedian: top principal components
-            Z, kept = _project(X, int(self.max_dims), bool(self.normalize))   # (n, max_dims)
-            projected = {"projected_dims": int(self.max_dims), "projected_variance": kept}
+            from coldseg.select.project import top_components
+
+            # unit rows normalised block by block inside the projection: no second full-width copy
+            Z, projected = top_components(X, int(self.max_dims), unit_rows if self.normalize else None)
         else:
             Z = unit_rows(X) if self.normalize else X                   # (n, d)
         h = median_bandwidth(Z, rng)
@@ -116,40 +117,22 @@ class KernelHerding(Selector):
             idx = herd(Z, mu, budget, h)
             info = {"mu": "exact", "cells": 1}
         else:
-            from coldseg.select.fps import cell_labels
-
             G = -(-n // int(self.cell_rows))
-            groups = group_members(cell_labels(Z, G), G)
-            quota = proportional_split([len(g) for g in groups], budget)
+            groups, quota = cell_quotas(Z, budget, G)
             picks, keys = [], []
-            for c, (rows, q) in enumerate(zip(groups, quota)):
+            for rows, q in zip(groups, quota):
                 if q == 0:
                     continue
                 Zc = Z[rows]
                 picks.append(rows[herd(Zc, mean_kernel(Zc, Zc, h), int(q), h)])
-                keys.append((np.arange(q) + 0.5) / q + c * 1e-9)        # interleave; ties: lower cell
-            idx = np.concatenate(picks)[np.argsort(np.concatenate(keys), kind="stable")]
+                keys.append((np.arange(q) + 0.5) / q)                    # interleave
+            idx = np.concatenate(picks)[np.argsort(np.concatenate(keys), kind="stable")]   # ties: lower cell
             L = Z[np.sort(rng.choice(n, min(n, int(self.landmarks)), replace=False))]
             mu = mean_kernel(Z, L, h)                                   # for the reported MMD only
             info = {"mu": f"exact within {int(G)} cells; MMD against {L.shape[0]} landmarks", "cells": int(G)}
         info = {"bandwidth": h, "normalize": bool(self.normalize), **info, **projected,
                 "mmd": float(np.sqrt(max(mmd2(Z, idx, h, mu), 0.0)))}
         return Selection(idx, np.full(budget, -1, dtype=np.int64), distances_to_mean(X, idx), info=info)
-
-
-def _project(X: np.ndarray, k: int, normalize: bool, chunk: int = 1 << 16) -> tuple[np.ndarray, float]:
-    """(unit-normalised) rows of X (n, d) on their top-k principal components, (n, k) in X's dtype, and
-    the variance share kept; normalised chunk by chunk, so no full-width copy of X is made."""
-    from coldseg.select.project import fit_components, project
-
-    prep = unit_rows if normalize else (lambda A: A)
-    n = X.shape[0]
-    rows = np.sort(np.random.default_rng(0).choice(n, min(n, 100_000), replace=False))
-    mean, W, kept = fit_components(prep(X[rows]), k)
-    out = np.empty((n, k), dtype=X.dtype)
-    for s in range(0, n, chunk):
-        out[s : s + chunk] = project(prep(X[s : s + chunk]), mean, W)
-    return out, kept
 
 
 def herd(Z: np.ndarray, mu: np.ndarray, budget: int, h: float) -> np.ndarray:

@@ -92,6 +92,18 @@ def kmedian_pp_seeds(X: np.ndarray, k: int, rng: np.random.Generator) -> np.ndar
     return seeds
 
 
+def cell_quotas(X: np.ndarray, budget: int, n_cells: int) -> tuple[list[np.ndarray], np.ndarray]:
+    """Rows of each of ``n_cells`` K-means cells of X (:func:`coldseg.select.fps.cell_labels`; one cell:
+    every row, no clustering) and each cell's share of ``budget``, proportional to its size."""
+    if n_cells <= 1:
+        groups = [np.arange(X.shape[0])]
+    else:
+        from coldseg.select.fps import cell_labels
+
+        groups = group_members(cell_labels(X, n_cells), n_cells)
+    return groups, proportional_split([len(g) for g in groups], budget)
+
+
 def group_members(labels: np.ndarray, k: int) -> list[np.ndarray]:
     """Row indices of each cluster 0..k-1 (ascending), in O(n log n)."""
     order = np.argsort(labels, kind="stable")
@@ -209,21 +221,11 @@ class KMedian(Selector):
         n, width = X.shape
         projected: dict = {}
         if n > self.max_rows and width > self.max_dims:
-            from coldseg.select.project import fit_components, project
+            from coldseg.select.project import top_components
 
-            mean, W, kept = fit_components(X, int(self.max_dims))
-            X = project(X, mean, W)  # (n, max_dims)
-            projected = {"projected_dims": int(self.max_dims), "projected_variance": kept}
-        if n <= self.max_rows:
-            cell = np.zeros(n, dtype=np.int64)
-            G = 1
-        else:
-            from coldseg.select.fps import cell_labels
-
-            G = -(-n // int(self.cell_rows))
-            cell = cell_labels(X, G)
-        cell_groups = group_members(cell, G)
-        quota = proportional_split([len(g) for g in cell_groups], budget)
+            X, projected = top_components(X, int(self.max_dims))  # (n, max_dims)
+        G = 1 if n <= self.max_rows else -(-n // int(self.cell_rows))
+        cell_groups, quota = cell_quotas(X, budget, G)
         labels = np.empty(n, dtype=np.int64)
         dist = np.empty(n)
         parts, centres, sizes_all = [], [], []

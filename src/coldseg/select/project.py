@@ -12,14 +12,31 @@ restricted to the top-k subspace (never larger than the originals), in the featu
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 
 _CHUNK = 1 << 16
 _FIT_CHUNK = 1 << 13  # 8192 rows x 512 x 8 bytes = 32 MiB per float64 block
 
 
-def fit_components(X: np.ndarray, k: int, sample_rows: int = 100_000) -> tuple[np.ndarray, np.ndarray, float]:
-    """Mean (d,) float64, basis W (d, k) float64 and the share of the sample's variance it keeps."""
+Rows = Callable[[np.ndarray], np.ndarray]
+
+
+def _same(A: np.ndarray) -> np.ndarray:
+    return A
+
+
+def _rows(prep: Rows | None) -> Rows:
+    return _same if prep is None else prep
+
+
+def fit_components(X: np.ndarray, k: int, sample_rows: int = 100_000,
+                   prep: Rows | None = None) -> tuple[np.ndarray, np.ndarray, float]:
+    """Mean (d,) float64, basis W (d, k) float64 and the share of the sample's variance it keeps.
+    ``prep``: a row-wise transform (e.g. unit normalisation) applied to each block as it is read, so the
+    transformed matrix is never held whole."""
+    prep = _rows(prep)
     n, d = X.shape
     if not 1 <= k <= d:
         raise ValueError(f"k={k} must lie in [1, {d}] (the feature width)")
@@ -27,11 +44,11 @@ def fit_components(X: np.ndarray, k: int, sample_rows: int = 100_000) -> tuple[n
     rows = np.sort(rng.choice(n, sample_rows, replace=False)) if n > sample_rows else np.arange(n)
     mean = np.zeros(d)
     for s in range(0, len(rows), _FIT_CHUNK):  # chunks of the sample: never a float64 copy of it
-        mean += X[rows[s : s + _FIT_CHUNK]].sum(axis=0, dtype=np.float64)
+        mean += prep(X[rows[s : s + _FIT_CHUNK]]).sum(axis=0, dtype=np.float64)
     mean /= len(rows)
     cov = np.zeros((d, d))
     for s in range(0, len(rows), _FIT_CHUNK):
-        B = X[rows[s : s + _FIT_CHUNK]].astype(np.float64) - mean
+        B = prep(X[rows[s : s + _FIT_CHUNK]]).astype(np.float64) - mean
         cov += B.T @ B
     vals, vecs = np.linalg.eigh(cov)  # ascending
     W = vecs[:, ::-1][:, :k].copy()
@@ -42,10 +59,18 @@ def fit_components(X: np.ndarray, k: int, sample_rows: int = 100_000) -> tuple[n
     return mean, W, kept
 
 
-def project(X: np.ndarray, mean: np.ndarray, W: np.ndarray) -> np.ndarray:
-    """(X - mean) @ W in chunks, (n, k) in X's dtype."""
+def project(X: np.ndarray, mean: np.ndarray, W: np.ndarray, prep: Rows | None = None) -> np.ndarray:
+    """(prep(X) - mean) @ W in chunks, (n, k) in X's dtype."""
+    prep = _rows(prep)
     out = np.empty((X.shape[0], W.shape[1]), dtype=X.dtype)
     Wx, mx = W.astype(X.dtype), mean.astype(X.dtype)
     for s in range(0, X.shape[0], _CHUNK):
-        out[s : s + _CHUNK] = (X[s : s + _CHUNK] - mx) @ Wx
+        out[s : s + _CHUNK] = (prep(X[s : s + _CHUNK]) - mx) @ Wx
     return out
+
+
+def top_components(X: np.ndarray, k: int, prep: Rows | None = None) -> tuple[np.ndarray, dict]:
+    """(n, k) projection of prep(X)'s rows on their top-k principal components, and what a selector's
+    ``info`` records of it (``projected_dims``, ``projected_variance``: the share of variance kept)."""
+    mean, W, kept = fit_components(X, k, prep=prep)
+    return project(X, mean, W, prep), {"projected_dims": int(k), "projected_variance": kept}
