@@ -145,3 +145,18 @@ def test_forest_plot_has_a_panel_per_dataset(tmp_path):
     one = plot_checks(tmp_path / "one.png", [a])
     with Image.open(one) as im:
         assert im.size[0] < w and h > 100          # two panels are wider than one
+
+
+def test_forest_plot_marks_a_strategy_not_run_on_a_dataset(tmp_path):
+    from coldseg.bench.target import not_run, plot_checks
+
+    g = {5: [0.01, 0.02, 0.0], 10: [0.01, 0.0, 0.02], 20: [0.01, 0.02, 0.0]}
+    for name in "ab":
+        (tmp_path / name).mkdir()
+    extra = [f"kvasir_seg,y,{r},4,{seed},0.7,1,1,cpu" for r in g for seed in range(3)]
+    a_x = check_folder(_folder(tmp_path / "a", "kvasir_seg", g, extra=extra), "x")
+    a_y = check_folder(tmp_path / "a", "y")
+    b_x = check_folder(_folder(tmp_path / "b", "mass_roads", g), "x")
+    assert not_run([a_x, a_y], ["x", "y"]) == []
+    assert not_run([b_x], ["x", "y"]) == ["y"]
+    assert plot_checks(tmp_path / "f.png", [a_x, b_x, a_y]).stat().st_size > 0

@@ -138,6 +138,12 @@ def markdown(checks: list[TargetCheck]) -> str:
     return "\n".join(lines)
 
 
+def not_run(group: list[TargetCheck], strategies: list[str]) -> list[str]:
+    """The strategies of the figure that have no check in this panel (not run on that dataset)."""
+    have = {c.strategy for c in group}
+    return [s for s in strategies if s not in have]
+
+
 def plot_checks(path: str | os.PathLike, checks: list[TargetCheck]) -> Path:
     """Forest plot of the checks: one panel per dataset (split), one row per strategy, the gain over
     random (mean of the ratios) with its 95 % interval over seeds; each ratio's mean as a small mark,
@@ -163,6 +169,9 @@ def plot_checks(path: str | os.PathLike, checks: list[TargetCheck]) -> Path:
                 ax.plot(v[0], y + 0.18 + 0.08 * k, marker="v", ms=4, ls="",
                         color="red" if below else colours.get(r, "grey"),
                         markerfacecolor="red" if below else "none")
+        for s in not_run(group, strategies):
+            ax.text(0.5, strategies.index(s), "not run", transform=ax.get_yaxis_transform(),
+                    ha="center", va="center", fontsize=7, color="grey")
         ax.axvline(0, color="grey", lw=0.8)
         ax.axvline(group[0].gain_target, color="grey", lw=0.8, ls="--")
         ax.set_title(title, fontsize=9)
