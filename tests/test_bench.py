@@ -222,6 +222,24 @@ def test_tiny_sweep_end_to_end_resume_and_mismatch(tmp_path):
     assert len(R.read_results(out)) == len(rows)
 
 
+def test_random_and_full_alone_compute_no_features_and_pick_the_same(tmp_path):
+    """`random` reads only n and the seed: a random-only sweep trains no encoder, and its picks are
+    those of a sweep that did compute features."""
+    data = write_pairs(tmp_path / "data")
+
+    def refuse(images, seed):
+        raise AssertionError("features computed for a sweep that reads none")
+
+    alone = run_benchmark(tiny_config(data, tmp_path / "a", strategies=["random"]), features_fn=refuse)
+    assert alone.new_runs == 2 * 2 + 2
+    assert not list((tmp_path / "a" / "features").glob("*.npy"))
+    run_benchmark(tiny_config(data, tmp_path / "b", strategies=["random", "kcenter"]), features_fn=fake_features)
+    assert list((tmp_path / "b" / "features").glob("*.npy"))
+    ids = {d: {(r["ratio"], r["seed"]): r["ids"] for r in R.read_jsonl(tmp_path / d / R.RUNS)
+               if r["strategy"] == "random"} for d in "ab"}
+    assert len(ids["a"]) == 4 and ids["a"] == ids["b"]
+
+
 def test_cli_tiny_pixels_and_report(tmp_path, capsys):
     from coldseg.cli import main
 

@@ -160,3 +160,20 @@ def test_forest_plot_marks_a_strategy_not_run_on_a_dataset(tmp_path):
     assert not_run([a_x, a_y], ["x", "y"]) == []
     assert not_run([b_x], ["x", "y"]) == ["y"]
     assert plot_checks(tmp_path / "f.png", [a_x, b_x, a_y]).stat().st_size > 0
+
+
+def test_headroom_is_full_minus_random_per_seed(tmp_path):
+    from coldseg.bench.target import headroom
+
+    gains = {5: [0.0, 0.0, 0.0], 10: [0.0, 0.0, 0.0], 20: [0.0, 0.0, 0.0]}
+    c = check_folder(_folder(tmp_path, "isic2017", gains, full=0.80, base=0.77), "x")
+    assert c.headroom == pytest.approx(3.0)                  # (0.80 - 0.77) x 100, every seed
+    assert "+3.00" in markdown([c]).splitlines()[-1]
+    # random differs per ratio and seed; a seed without a full-label run is left out
+    cell = {("random", 5.0, 0): 0.70, ("random", 10.0, 0): 0.74, ("random", 20.0, 0): 0.78,
+            ("random", 5.0, 1): 0.72, ("random", 10.0, 1): 0.76, ("random", 20.0, 1): 0.80,
+            ("random", 5.0, 2): 0.10, ("random", 10.0, 2): 0.10, ("random", 20.0, 2): 0.10,
+            ("full", 100.0, 0): 0.80, ("full", 100.0, 1): 0.80}
+    mean, lo, hi, n = headroom(cell, [5.0, 10.0, 20.0])
+    assert n == 2 and mean == pytest.approx((0.06 + 0.04) / 2) and lo < mean < hi
+    assert math.isnan(headroom({("random", 5.0, 0): 0.7}, [5.0])[0])   # no full-label run

@@ -309,7 +309,10 @@ class _Ctx:
         for seed in sorted({r.seed for r in runs}):
             mine = [r for r in runs if r.seed == seed]
             needs = tuple(sorted({k for r in mine for k in get_selector(r.strategy).needs}))
-            X, side = self.features(seed, needs)                            # (n_pool, d), {name: (n_pool,)}
+            if any(get_selector(r.strategy).reads_features for r in mine):
+                X, side = self.features(seed, needs)                        # (n_pool, d), {name: (n_pool,)}
+            else:   # only `random`: its picks depend on n and the seed, so no encoder is trained for it
+                X, side = np.zeros((len(self.pool_idx), 1), dtype=np.float32), {}
             for run in mine:
                 t0 = time.perf_counter()
                 sel = get_selector(run.strategy).select(X, run.n_labeled, random_state=seed, side=side)

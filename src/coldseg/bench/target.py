@@ -11,6 +11,11 @@ seed s of random, which share the split, the U-Net seed and, with ``--feature-se
   full    mean Dice at ``full_ratio`` % over the mean full-label Dice; the target asks ≥ 98 % at
           20 % on ``FULL_DATASETS``.
 
+Beside them, the folder's **headroom**: mean over ratios of (full-label Dice − random Dice), in
+points, per seed, with its 95 % interval. It is the gain a strategy would show if every one of its
+cells reached full-label Dice, so a gain target above the headroom cannot be met at that folder's
+settings (a subset beating the whole labelled pool is possible but was never measured here).
+
 Whatever a folder's image size, device or split, the checks are computed the same way; the record
 carries those settings so that a 64 px CPU stand-in is never mistaken for the GPU target.
 """
@@ -51,6 +56,9 @@ class TargetCheck:
     below: list[float] = field(default_factory=list)                  # ratios resolvably below random
     full_fraction: float = math.nan  # mean Dice at full_ratio / mean full-label Dice
     gain_target: float = 1.0
+    headroom: float = math.nan       # points: mean over ratios and seeds of (full − random) Dice
+    headroom_lo: float = math.nan
+    headroom_hi: float = math.nan
 
     @property
     def gain_met(self) -> bool | None:
@@ -105,13 +113,25 @@ def check_folder(folder: str | os.PathLike, strategy: str, ratios: list[float] |
     at = [v for (st, r, _), v in cell.items() if st == strategy and r == R.norm_ratio(full_ratio)]
     full = [v for (st, _, _), v in cell.items() if st == R.FULL]
     frac = float(np.mean(at) / np.mean(full)) if at and full else math.nan
+    room, room_lo, room_hi, _ = headroom(cell, ratios)
     dataset = rows[0]["dataset"]
     return TargetCheck(
         folder=str(folder), dataset=dataset, strategy=strategy, image_size=settings.get("image_size"),
         device=",".join(sorted({r["device"] for r in rows})), split=settings.get("evaluate_on", "test"), ratios=ratios, seeds=seeds,
         gain=100 * gain, gain_lo=100 * lo, gain_hi=100 * hi, encoders=encoders,
         gain_enc_lo=100 * enc_lo, gain_enc_hi=100 * enc_hi, per_ratio=per_ratio, below=below,
-        full_fraction=frac, gain_target=gain_target)
+        full_fraction=frac, gain_target=gain_target,
+        headroom=100 * room, headroom_lo=100 * room_lo, headroom_hi=100 * room_hi)
+
+
+def headroom(cell: dict, ratios: list[float]) -> tuple[float, float, float, int]:
+    """(mean, lo, hi, n) over seeds of: full-label Dice of seed s minus the mean over ``ratios`` of
+    random's Dice of seed s (fractions, not points). ``cell`` maps (strategy, ratio, seed) to Dice.
+    Seeds without a full-label run or without random at every ratio are left out; NaNs when none is left."""
+    full = {s: v for (st, _, s), v in cell.items() if st == R.FULL}
+    per_seed = [full[s] - np.mean([cell[(BASELINE, r, s)] for r in ratios]) for s in sorted(full)
+                if all((BASELINE, r, s) in cell for r in ratios)]
+    return t_interval(per_seed)
 
 
 def markdown(checks: list[TargetCheck]) -> str:
@@ -120,8 +140,9 @@ def markdown(checks: list[TargetCheck]) -> str:
         return "n/a" if v is None else ("met" if v else "NOT met")
 
     lines = ["| dataset | split | px, device | strategy | seeds | gain (points) [95 % over seeds] | over encoders "
-             "| per ratio | below random at | 20 % / full | gain ≥ +1 | never below | ≥ 98 % of full |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| per ratio | below random at | 20 % / full | headroom: full − random | gain ≥ +1 | never below "
+             "| ≥ 98 % of full |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for c in checks:
         enc = f"[{c.gain_enc_lo:+.2f}, {c.gain_enc_hi:+.2f}] ({c.encoders})" if (c.encoders or 0) > 1 else "–"
         gain = (f"{c.gain:+.2f} [{c.gain_lo:+.2f}, {c.gain_hi:+.2f}]" if c.seeds else
@@ -131,9 +152,10 @@ def markdown(checks: list[TargetCheck]) -> str:
         per = "; ".join(f"{r}%: {v[0]:+.2f}" for r, v in c.per_ratio.items())
         below = ", ".join(f"{R.fmt_ratio(r)}%" for r in c.below) or "none"
         full = "–" if math.isnan(c.full_fraction) else f"{100 * c.full_fraction:.1f} %"
+        room = "–" if math.isnan(c.headroom) else f"{c.headroom:+.2f}"
         lines.append(
             f"| {c.dataset} | {c.split} | {c.image_size}, {c.device} | `{c.strategy}` | {len(c.seeds)} "
-            f"| {gain} | {enc} | {per} | {below} | {full} "
+            f"| {gain} | {enc} | {per} | {below} | {full} | {room} "
             f"| {verdict(c.gain_met)} | {verdict(not c.below)} | {verdict(c.full_met)} |")
     return "\n".join(lines)
 
@@ -147,7 +169,8 @@ def not_run(group: list[TargetCheck], strategies: list[str]) -> list[str]:
 def plot_checks(path: str | os.PathLike, checks: list[TargetCheck]) -> Path:
     """Forest plot of the checks: one panel per dataset (split), one row per strategy, the gain over
     random (mean of the ratios) with its 95 % interval over seeds; each ratio's mean as a small mark,
-    filled red where that ratio is resolvably below random. Lines at 0 and at the +1 point target."""
+    filled red where that ratio is resolvably below random. Lines at 0, at the +1 point target and
+    (dotted) at the panel's headroom, where every cell would reach full-label Dice."""
     from coldseg.report.plots import plt
 
     panels: dict[str, list[TargetCheck]] = {}
@@ -174,6 +197,8 @@ def plot_checks(path: str | os.PathLike, checks: list[TargetCheck]) -> Path:
                     ha="center", va="center", fontsize=7, color="grey")
         ax.axvline(0, color="grey", lw=0.8)
         ax.axvline(group[0].gain_target, color="grey", lw=0.8, ls="--")
+        if np.isfinite(group[0].headroom):          # the strategies of a panel share random and full
+            ax.axvline(group[0].headroom, color="tab:green", lw=1.0, ls=":")
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("Dice − random (points)", fontsize=8)
         ax.tick_params(labelsize=7)
@@ -183,6 +208,7 @@ def plot_checks(path: str | os.PathLike, checks: list[TargetCheck]) -> Path:
     handles += [plt.Line2D([], [], marker="v", ls="", color=col, markerfacecolor="none", label=f"{r} %")
                 for r, col in colours.items()]
     handles += [plt.Line2D([], [], marker="v", ls="", color="red", label="resolvably below random")]
+    handles += [plt.Line2D([], [], color="tab:green", ls=":", label="headroom: full − random")]
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=7, frameon=False)
     fig.tight_layout(rect=(0, 0.08, 1, 1))
     path = Path(path)

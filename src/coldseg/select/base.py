@@ -201,6 +201,9 @@ class Selector(ABC):
     #: per-image side arrays the strategy reads besides the features, passed to ``_select`` as keyword
     #: arguments; "confidence" is MoCo's (see coldseg.features.moco.MoCo.confidence)
     needs: ClassVar[tuple[str, ...]] = ()
+    #: False where the picks depend only on the number of rows and the seed (``random``): a caller
+    #: may then pass a placeholder (n, 1) instead of computing features (the benchmark does)
+    reads_features: ClassVar[bool] = True
 
     def select(self, features: Any, budget: int, *, random_state: RandomState = None,
                side: Mapping[str, Any] | None = None) -> Selection:

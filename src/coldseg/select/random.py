@@ -11,6 +11,7 @@ from coldseg.select.registry import register
 class RandomSelector(Selector):
     name = "random"
     summary = "uniform random draw without replacement (the passive baseline)"
+    reads_features = False
 
     def _select(self, X: np.ndarray, budget: int, rng: np.random.Generator) -> Selection:
         idx = rng.choice(X.shape[0], size=budget, replace=False)
