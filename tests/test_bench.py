@@ -288,9 +288,24 @@ def test_report_from_results_csv_alone(tmp_path):
     md = paths["markdown"].read_text()
     assert "+0.0500 [0.0500, 0.0500] n=3" in md                            # ca − random = 0.05 on every seed
     assert "| full (100%, n=50) | 0.8000 |" in md
+    assert "| headroom: full − random | +0.2500 (n=1) | +0.2000 (n=1) |" in md          # seed 0 only
     assert "<table>" in paths["html"].read_text() and paths["figure"].stat().st_size > 1000
     with pytest.raises(FileNotFoundError, match="results.csv"):
         write_report(tmp_path / "empty")
+
+
+def test_headroom_is_full_against_random_per_seed_and_ratio():
+    from coldseg.bench.stats import headroom_differences
+
+    rows = [_row("random", ratio, seed, 0.6 + 0.01 * ratio + 0.01 * seed) for ratio in (5, 20) for seed in range(3)]
+    rows += [_row("full", 100, seed, 0.9 + 0.01 * seed, n=50) for seed in (0, 1)]       # no seed 2
+    rows += [_row("ca", 5, seed, 0.7) for seed in range(3)]
+    got = {(d.ratio, d.metric): d for d in headroom_differences(rows)}
+    assert {r for r, _ in got} == {5.0, 20.0} and {d.strategy for d in got.values()} == {"full"}
+    d = got[(5.0, "dice")]
+    assert d.seeds == [0, 1] and d.mean == pytest.approx(0.25) and d.lo == pytest.approx(0.25)
+    assert got[(20.0, "dice")].mean == pytest.approx(0.10)
+    assert headroom_differences([r for r in rows if r["strategy"] != "full"]) == []
 
 
 @pytest.mark.slow

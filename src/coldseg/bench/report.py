@@ -12,11 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from coldseg.bench.results import FULL, atomic_write_text, fmt_ratio, read_results, read_settings
-from coldseg.bench.stats import BASELINE, METRICS, PairedDiff, Summary, paired_differences, summarize, strategy_order
+from coldseg.bench.stats import (BASELINE, METRICS, PairedDiff, Summary, headroom_differences, paired_differences,
+                                  strategy_order, summarize)
 from coldseg.io.atomic import atomic_write
 
 FIGURE, REPORT_MD, REPORT_HTML = "figure.png", "report.md", "report.html"
 _LABEL = {"dice": "Dice (higher is better)", "hd95": "HD95 in px (lower is better)"}
+_HEADROOM = f"headroom: {FULL} − {BASELINE}"
 
 
 def write_report(out_dir: str | os.PathLike) -> dict[str, Path]:
@@ -26,7 +28,7 @@ def write_report(out_dir: str | os.PathLike) -> dict[str, Path]:
     if not rows:
         raise FileNotFoundError(f"{out / 'results.csv'} is missing or holds no runs; run `coldseg benchmark` first")
     record = read_settings(out) or {}
-    summ, diffs = summarize(rows), paired_differences(rows)
+    summ, diffs = summarize(rows), paired_differences(rows) + headroom_differences(rows)
     plot_figure(summ, out / FIGURE, title=", ".join(sorted({r["dataset"] for r in rows})))
     atomic_write_text(out / REPORT_MD, render_markdown(rows, summ, diffs, record))
     atomic_write_text(out / REPORT_HTML, render_html(rows, summ, diffs, record))
@@ -121,12 +123,15 @@ def tables(rows: list[dict[str, Any]], summ: list[Summary], diffs: list[PairedDi
     dstrats = sorted({d.strategy for d in diffs}, key=strategy_order)
     dratios = sorted({d.ratio for d in diffs})
     for metric, digits in (("dice", 4), ("hd95", 2)):
-        body = [[st] + [_diff_cell(dcell.get((st, r, metric)), digits) for r in dratios] for st in dstrats]
+        body = [[_HEADROOM if st == FULL else st] + [_diff_cell(dcell.get((st, r, metric)), digits) for r in dratios]
+                for st in dstrats]
         better = "positive" if metric == "dice" else "negative"
         out.append({"title": f"{metric.upper() if metric == 'hd95' else 'Dice'}: paired difference to {BASELINE}",
                     "note": f"mean of (strategy − {BASELINE}) over matched seeds, [95% t-interval]; "
                             f"{better} is better. An interval that excludes 0 is a difference the seeds "
-                            "resolve.", "header": ["strategy"] + [f"{fmt_ratio(r)}%" for r in dratios],
+                            "resolve." + (f" The row '{_HEADROOM}' is the full-label runs against {BASELINE}: "
+                                          "what a strategy would gain if it reached full-label quality."
+                                          if FULL in dstrats else ""), "header": ["strategy"] + [f"{fmt_ratio(r)}%" for r in dratios],
                     "body": body})
     return out
 

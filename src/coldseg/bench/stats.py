@@ -104,6 +104,26 @@ def paired_differences(rows: list[dict[str, Any]], baseline: str = BASELINE,
     return out
 
 
+def headroom_differences(rows: list[dict[str, Any]], baseline: str = BASELINE,
+                         confidence: float = 0.95) -> list[PairedDiff]:
+    """The full-label runs against ``baseline`` at every ratio the baseline ran, paired on seed
+    (strategy ``FULL``): the gain a strategy would show if it reached full-label quality there, so
+    a strategy's paired difference reads against it. Seeds without a full-label run are left out."""
+    full = {r["seed"]: r for r in rows if r["strategy"] == FULL}
+    out = []
+    for ratio in sorted({r["ratio"] for r in rows if r["strategy"] == baseline}):
+        base = {r["seed"]: r for r in rows if r["strategy"] == baseline and r["ratio"] == ratio}
+        seeds = sorted(set(full) & set(base))
+        if not seeds:
+            continue
+        for m in METRICS:
+            pairs = [(seed, full[seed][m] - base[seed][m]) for seed in seeds]
+            pairs = [(seed, d) for seed, d in pairs if math.isfinite(d)]
+            mean, lo, hi, n = t_interval([d for _, d in pairs], confidence)
+            out.append(PairedDiff(FULL, ratio, m, mean, lo, hi, n, [seed for seed, _ in pairs]))
+    return out
+
+
 def strategy_order(name: str) -> tuple[int, str]:
     """random first, the upper bound last, the rest alphabetical."""
     return (0 if name == BASELINE else 2 if name == FULL else 1, name)
