@@ -174,6 +174,7 @@ def test_headroom_is_full_minus_random_per_seed(tmp_path):
             ("random", 5.0, 1): 0.72, ("random", 10.0, 1): 0.76, ("random", 20.0, 1): 0.80,
             ("random", 5.0, 2): 0.10, ("random", 10.0, 2): 0.10, ("random", 20.0, 2): 0.10,
             ("full", 100.0, 0): 0.80, ("full", 100.0, 1): 0.80}
-    mean, lo, hi, n = headroom(cell, [5.0, 10.0, 20.0])
+    rows = [{"strategy": st, "ratio": r, "seed": s, "dice": v} for (st, r, s), v in cell.items()]
+    mean, lo, hi, n = headroom(rows, [5.0, 10.0, 20.0])
     assert n == 2 and mean == pytest.approx((0.06 + 0.04) / 2) and lo < mean < hi
-    assert math.isnan(headroom({("random", 5.0, 0): 0.7}, [5.0])[0])   # no full-label run
+    assert math.isnan(headroom(rows[:1], [5.0])[0])                       # no full-label run

@@ -19,6 +19,8 @@ from coldseg.io.atomic import atomic_write
 FIGURE, REPORT_MD, REPORT_HTML = "figure.png", "report.md", "report.html"
 _LABEL = {"dice": "Dice (higher is better)", "hd95": "HD95 in px (lower is better)"}
 _HEADROOM = f"headroom: {FULL} − {BASELINE}"
+_HEADROOM_NOTE = (f" The row '{_HEADROOM}' is the full-label runs against {BASELINE}: what a strategy would "
+                  "gain if it reached full-label quality.")
 
 
 def write_report(out_dir: str | os.PathLike) -> dict[str, Path]:
@@ -129,10 +131,8 @@ def tables(rows: list[dict[str, Any]], summ: list[Summary], diffs: list[PairedDi
         out.append({"title": f"{metric.upper() if metric == 'hd95' else 'Dice'}: paired difference to {BASELINE}",
                     "note": f"mean of (strategy − {BASELINE}) over matched seeds, [95% t-interval]; "
                             f"{better} is better. An interval that excludes 0 is a difference the seeds "
-                            "resolve." + (f" The row '{_HEADROOM}' is the full-label runs against {BASELINE}: "
-                                          "what a strategy would gain if it reached full-label quality."
-                                          if FULL in dstrats else ""), "header": ["strategy"] + [f"{fmt_ratio(r)}%" for r in dratios],
-                    "body": body})
+                            "resolve." + (_HEADROOM_NOTE if FULL in dstrats else ""),
+                    "header": ["strategy"] + [f"{fmt_ratio(r)}%" for r in dratios], "body": body})
     return out
 
 

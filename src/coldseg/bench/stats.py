@@ -104,21 +104,30 @@ def paired_differences(rows: list[dict[str, Any]], baseline: str = BASELINE,
     return out
 
 
+def full_minus_baseline(rows: list[dict[str, Any]], metric: str = "dice",
+                        baseline: str = BASELINE) -> dict[tuple[float, int], float]:
+    """{(ratio, seed): full-label ``metric`` of seed s minus ``baseline``'s at that ratio and seed}, for
+    every ratio the baseline ran; seeds without a full-label run and non-finite values are left out."""
+    full = {r["seed"]: r[metric] for r in rows if r["strategy"] == FULL}
+    out = {}
+    for r in rows:
+        if r["strategy"] == baseline and r["seed"] in full:
+            d = full[r["seed"]] - r[metric]
+            if math.isfinite(d):
+                out[(r["ratio"], r["seed"])] = d
+    return out
+
+
 def headroom_differences(rows: list[dict[str, Any]], baseline: str = BASELINE,
                          confidence: float = 0.95) -> list[PairedDiff]:
-    """The full-label runs against ``baseline`` at every ratio the baseline ran, paired on seed
-    (strategy ``FULL``): the gain a strategy would show if it reached full-label quality there, so
-    a strategy's paired difference reads against it. Seeds without a full-label run are left out."""
-    full = {r["seed"]: r for r in rows if r["strategy"] == FULL}
+    """The full-label runs against ``baseline`` at every ratio, paired on seed (strategy ``FULL``):
+    the gain a strategy would show if it reached full-label quality there, so a strategy's paired
+    difference reads against it."""
+    by_metric = {m: full_minus_baseline(rows, m, baseline) for m in METRICS}
     out = []
-    for ratio in sorted({r["ratio"] for r in rows if r["strategy"] == baseline}):
-        base = {r["seed"]: r for r in rows if r["strategy"] == baseline and r["ratio"] == ratio}
-        seeds = sorted(set(full) & set(base))
-        if not seeds:
-            continue
-        for m in METRICS:
-            pairs = [(seed, full[seed][m] - base[seed][m]) for seed in seeds]
-            pairs = [(seed, d) for seed, d in pairs if math.isfinite(d)]
+    for ratio in sorted({ra for d in by_metric.values() for ra, _ in d}):
+        for m, diffs in by_metric.items():
+            pairs = sorted((seed, d) for (ra, seed), d in diffs.items() if ra == ratio)
             mean, lo, hi, n = t_interval([d for _, d in pairs], confidence)
             out.append(PairedDiff(FULL, ratio, m, mean, lo, hi, n, [seed for seed, _ in pairs]))
     return out

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from coldseg.bench import results as R
-from coldseg.bench.stats import BASELINE, paired_differences, t_interval
+from coldseg.bench.stats import BASELINE, full_minus_baseline, paired_differences, t_interval
 
 GAIN_DATASETS = ("isic2017", "kvasir_seg")
 FULL_DATASETS = ("isic2017",)
@@ -113,7 +113,7 @@ def check_folder(folder: str | os.PathLike, strategy: str, ratios: list[float] |
     at = [v for (st, r, _), v in cell.items() if st == strategy and r == R.norm_ratio(full_ratio)]
     full = [v for (st, _, _), v in cell.items() if st == R.FULL]
     frac = float(np.mean(at) / np.mean(full)) if at and full else math.nan
-    room, room_lo, room_hi, _ = headroom(cell, ratios)
+    room, room_lo, room_hi, _ = headroom(rows, ratios)
     dataset = rows[0]["dataset"]
     return TargetCheck(
         folder=str(folder), dataset=dataset, strategy=strategy, image_size=settings.get("image_size"),
@@ -124,14 +124,13 @@ def check_folder(folder: str | os.PathLike, strategy: str, ratios: list[float] |
         headroom=100 * room, headroom_lo=100 * room_lo, headroom_hi=100 * room_hi)
 
 
-def headroom(cell: dict, ratios: list[float]) -> tuple[float, float, float, int]:
-    """(mean, lo, hi, n) over seeds of: full-label Dice of seed s minus the mean over ``ratios`` of
-    random's Dice of seed s (fractions, not points). ``cell`` maps (strategy, ratio, seed) to Dice.
-    Seeds without a full-label run or without random at every ratio are left out; NaNs when none is left."""
-    full = {s: v for (st, _, s), v in cell.items() if st == R.FULL}
-    per_seed = [full[s] - np.mean([cell[(BASELINE, r, s)] for r in ratios]) for s in sorted(full)
-                if all((BASELINE, r, s) in cell for r in ratios)]
-    return t_interval(per_seed)
+def headroom(rows: list[dict[str, Any]], ratios: list[float]) -> tuple[float, float, float, int]:
+    """(mean, lo, hi, n) over seeds of: full-label Dice of seed s minus random's Dice of seed s, averaged
+    over ``ratios`` (fractions, not points). Seeds without a full-label run or without random at every
+    ratio are left out; NaNs when none is left."""
+    d = full_minus_baseline(rows)
+    seeds = sorted({s for _, s in d})
+    return t_interval([np.mean([d[(r, s)] for r in ratios]) for s in seeds if all((r, s) in d for r in ratios)])
 
 
 def markdown(checks: list[TargetCheck]) -> str:
