@@ -107,3 +107,57 @@ def test_wide_features_of_large_pools_are_projected_small_pools_never():
     big = get_selector("herding", exact_below=100, cell_rows=250, max_dims=8).select(X, 10, random_state=0)
     assert big.info["projected_dims"] == 8 and 0 < big.info["projected_variance"] <= 1
     assert len(set(big.indices.tolist())) == 10
+
+
+@pytest.mark.parametrize("alpha, expected", [(1.0, [28, 8, 4]), (0.5, [22, 10, 8]), (0.0, [15, 11, 14])])
+def test_alpha_flattens_the_target_toward_an_even_spread(alpha, expected):
+    # groups of 700/200/100: q ~ p^alpha gives them masses ~ size^alpha, so 40 picks go
+    # 28/8/4 (the pool), about 21/11/8 (square roots) and about 13 each (alpha = 0)
+    X, labels = _blobs([700, 200, 100])
+    exact = get_selector("herding", alpha=alpha).select(X, 40, random_state=0)
+    assert np.bincount(labels[exact.indices], minlength=3).tolist() == expected
+    assert exact.info["alpha"] == alpha
+    celled = get_selector("herding", alpha=alpha, exact_below=100, cell_rows=250, landmarks=400).select(X, 40, random_state=0)
+    counts = np.bincount(labels[celled.indices], minlength=3)
+    assert len(set(celled.indices.tolist())) == 40
+    assert np.abs(counts - np.array(expected)).max() <= 1
+
+
+def test_alpha_one_is_the_plain_herding_and_bad_alpha_fails():
+    X, _ = _blobs([120, 60, 20], spread=0.4)
+    plain = get_selector("herding").select(X, 12, random_state=0)
+    one = get_selector("herding", alpha=1.0).select(X, 12, random_state=0)
+    assert plain.indices.tolist() == one.indices.tolist()
+    for bad in (-0.5, float("nan")):
+        with pytest.raises(ValueError, match="alpha"):
+            get_selector("herding", alpha=bad).select(X, 4)
+
+
+def test_tempering_weights_turn_a_density_into_importance_weights():
+    from coldseg.select.herding import tempering_weights
+
+    p = np.array([0.4, 0.1, 0.1, 0.4])
+    np.testing.assert_allclose(tempering_weights(p, 1.0), 0.25)
+    w = tempering_weights(p, 0.0)                                  # 1/p, normalised
+    np.testing.assert_allclose(w, np.array([0.1, 0.4, 0.4, 0.1]))
+    assert np.isfinite(tempering_weights(np.array([0.0, 1.0]), 0.0)).all()
+
+
+def test_weighted_split_is_exact_and_respects_group_sizes():
+    from coldseg.select.kmedian import weighted_split
+
+    assert weighted_split([3.0, 1.0], [10, 10], 8).tolist() == [6, 2]
+    assert weighted_split([3.0, 1.0], [2, 10], 8).tolist() == [2, 6]     # the full group's rest moves on
+    assert weighted_split([0.0, 0.0], [3, 5], 4).sum() == 4                # no mass: by room
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        g = int(rng.integers(1, 8))
+        sizes = rng.integers(0, 20, g)
+        budget = int(rng.integers(0, sizes.sum() + 1))
+        mass = rng.random(g) * (rng.random(g) > 0.3)
+        q = weighted_split(mass, sizes, budget)
+        assert q.sum() == budget and (q >= 0).all() and (q <= sizes).all()
+    with pytest.raises(ValueError, match="budget"):
+        weighted_split([1.0], [3], 4)
+    with pytest.raises(ValueError, match="mass"):
+        weighted_split([-1.0, 2.0], [3, 3], 2)

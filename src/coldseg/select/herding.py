@@ -31,6 +31,15 @@ Wide features on such pools (more than ``max_dims`` (128) columns, e.g. the 512-
 first projected, after unit normalisation, on their top ``max_dims`` principal components, as
 ``kmedian`` does (:mod:`coldseg.select.project`); ``info`` records the dimensions and variance kept.
 Memory: one unit-normalised copy of X plus O(n) vectors (no n x n, n x budget or budget x budget matrix).
+
+``alpha`` (default 1: the pool itself) tempers the distribution the picks are made to match: the target
+is q(x) proportional to p(x)^alpha, p the pool's density. alpha = 1 matches the pool; alpha < 1 flattens
+it, moving picks from the dense middle toward sparse regions (alpha = 0 asks for an even spread over
+the support, the goal of coverage selectors), without going to single outliers as farthest-point rules
+do. The target's mean embedding is the pool's, each row weighted by w_i proportional to p(x_i)^(alpha-1)
+(importance weights from p to q), with p(x_i) estimated by the same Gaussian kernel (mu, the pool term
+above; against ``landmarks`` random rows on cell-split pools, where each cell's quota is then its share
+of the weights instead of its share of the rows). It costs one more pass like mu's.
 """
 from __future__ import annotations
 
@@ -76,13 +85,23 @@ def gaussian_kernel(A: np.ndarray, B: np.ndarray, h: float) -> np.ndarray:
     return np.exp(-np.maximum(d2, 0.0) / h)
 
 
-def mean_kernel(X: np.ndarray, L: np.ndarray, h: float) -> np.ndarray:
-    """(n,) float64 mean over the rows of L (l, d) of the kernel with each row of X (n, d), chunked."""
+def mean_kernel(X: np.ndarray, L: np.ndarray, h: float, weights: np.ndarray | None = None) -> np.ndarray:
+    """(n,) float64 mean over the rows of L (l, d) of the kernel with each row of X (n, d), chunked;
+    with ``weights`` (l,) summing to 1, the weighted mean instead."""
     out = np.empty(X.shape[0], dtype=np.float64)
     step = max(1, _CHUNK_ELEMS // max(L.shape[0], 1))
     for s in range(0, X.shape[0], step):
-        out[s : s + step] = gaussian_kernel(X[s : s + step], L, h).mean(axis=1, dtype=np.float64)
+        K = gaussian_kernel(X[s : s + step], L, h)
+        out[s : s + step] = K.mean(axis=1, dtype=np.float64) if weights is None else K @ weights
     return out
+
+
+def tempering_weights(density: np.ndarray, alpha: float) -> np.ndarray:
+    """(n,) importance weights, summing to 1, that turn a sample of p into one of q ~ p^alpha:
+    density^(alpha - 1), from the estimated density (n,) of each row (positive)."""
+    logw = (float(alpha) - 1.0) * np.log(np.maximum(density, np.finfo(np.float64).tiny))
+    w = np.exp(logw - logw.max())
+    return w / w.sum()
 
 
 @register
@@ -93,8 +112,9 @@ class KernelHerding(Selector):
     summary = "kernel herding (greedy MMD, Gaussian kernel): picks distributed like the pool"
 
     def __init__(self, normalize: bool = True, exact_below: int = 20000, landmarks: int = 4096,
-                 cell_rows: int = 5000, max_dims: int = 128):
+                 cell_rows: int = 5000, max_dims: int = 128, alpha: float = 1.0):
         self.normalize = normalize
+        self.alpha = alpha
         self.exact_below = exact_below
         self.landmarks = landmarks
         self.cell_rows = cell_rows
@@ -111,26 +131,32 @@ class KernelHerding(Selector):
             Z, projected = top_components(X, int(self.max_dims), unit_rows if self.normalize else None)
         else:
             Z = unit_rows(X) if self.normalize else X                   # (n, d)
+        alpha = float(self.alpha)
+        if not np.isfinite(alpha) or alpha < 0.0:
+            raise ValueError(f"herding: alpha={self.alpha!r} must be a number >= 0 (1 matches the pool)")
         h = median_bandwidth(Z, rng)
         if n <= int(self.exact_below):
             mu = mean_kernel(Z, Z, h)                                   # (n,)
-            idx = herd(Z, mu, budget, h)
+            target = mu if alpha == 1.0 else mean_kernel(Z, Z, h, tempering_weights(mu, alpha))
+            idx = herd(Z, target, budget, h)
             info = {"mu": "exact", "cells": 1}
         else:
             G = -(-n // int(self.cell_rows))
-            groups, quota = cell_quotas(Z, budget, G)
+            L = Z[np.sort(rng.choice(n, min(n, int(self.landmarks)), replace=False))]
+            mu = mean_kernel(Z, L, h)                                   # pool density; the reported MMD
+            w = None if alpha == 1.0 else tempering_weights(mu, alpha)
+            groups, quota = cell_quotas(Z, budget, G, weights=w)
             picks, keys = [], []
             for rows, q in zip(groups, quota):
                 if q == 0:
                     continue
                 Zc = Z[rows]
-                picks.append(rows[herd(Zc, mean_kernel(Zc, Zc, h), int(q), h)])
+                wc = None if w is None else w[rows] / w[rows].sum()
+                picks.append(rows[herd(Zc, mean_kernel(Zc, Zc, h, wc), int(q), h)])
                 keys.append((np.arange(q) + 0.5) / q)                    # interleave
             idx = np.concatenate(picks)[np.argsort(np.concatenate(keys), kind="stable")]   # ties: lower cell
-            L = Z[np.sort(rng.choice(n, min(n, int(self.landmarks)), replace=False))]
-            mu = mean_kernel(Z, L, h)                                   # for the reported MMD only
             info = {"mu": f"exact within {int(G)} cells; MMD against {L.shape[0]} landmarks", "cells": int(G)}
-        info = {"bandwidth": h, "normalize": bool(self.normalize), **info, **projected,
+        info = {"bandwidth": h, "normalize": bool(self.normalize), "alpha": alpha, **info, **projected,
                 "mmd": float(np.sqrt(max(mmd2(Z, idx, h, mu), 0.0)))}
         return Selection(idx, np.full(budget, -1, dtype=np.int64), distances_to_mean(X, idx), info=info)
 

@@ -92,16 +92,55 @@ def kmedian_pp_seeds(X: np.ndarray, k: int, rng: np.random.Generator) -> np.ndar
     return seeds
 
 
-def cell_quotas(X: np.ndarray, budget: int, n_cells: int) -> tuple[list[np.ndarray], np.ndarray]:
+def cell_quotas(X: np.ndarray, budget: int, n_cells: int, weights: np.ndarray | None = None
+                ) -> tuple[list[np.ndarray], np.ndarray]:
     """Rows of each of ``n_cells`` K-means cells of X (:func:`coldseg.select.fps.cell_labels`; one cell:
-    every row, no clustering) and each cell's share of ``budget``, proportional to its size."""
+    every row, no clustering) and each cell's share of ``budget``, proportional to its size, or with
+    ``weights`` (n,) non-negative, to its rows' total weight (no cell gets more than its rows)."""
     if n_cells <= 1:
         groups = [np.arange(X.shape[0])]
     else:
         from coldseg.select.fps import cell_labels
 
         groups = group_members(cell_labels(X, n_cells), n_cells)
-    return groups, proportional_split([len(g) for g in groups], budget)
+    sizes = [len(g) for g in groups]
+    if weights is None:
+        return groups, proportional_split(sizes, budget)
+    return groups, weighted_split([float(np.sum(weights[g])) for g in groups], sizes, budget)
+
+
+def weighted_split(mass: list[float] | np.ndarray, sizes: list[int] | np.ndarray, budget: int) -> np.ndarray:
+    """Split ``budget`` in proportion to ``mass`` (largest remainder), no group above its ``sizes``;
+    what a full group cannot take goes to the others in proportion to their mass. Exact: sums to budget.
+
+    >>> weighted_split([3.0, 1.0], [10, 10], 8).tolist()
+    [6, 2]
+    >>> weighted_split([3.0, 1.0], [2, 10], 8).tolist()
+    [2, 6]
+    """
+    mass = np.asarray(mass, dtype=np.float64)
+    sizes = np.asarray(sizes, dtype=np.int64)
+    if not 0 <= budget <= int(sizes.sum()):
+        raise ValueError(f"budget={budget} must lie in [0, {int(sizes.sum())}] (the items in the groups)")
+    if mass.shape != sizes.shape or np.any(mass < 0) or not np.all(np.isfinite(mass)):
+        raise ValueError("mass must be finite, non-negative and one value per group")
+    quota = np.zeros(len(sizes), dtype=np.int64)
+    left = int(budget)
+    while left > 0:
+        room = quota < sizes
+        m = np.where(room, mass, 0.0)
+        if m.sum() <= 0:                                    # no mass where there is room: by room left
+            m = np.where(room, (sizes - quota).astype(np.float64), 0.0)
+        share = left * m / m.sum()
+        add = np.minimum(np.floor(share).astype(np.int64), sizes - quota)
+        rest = np.where(room & (quota + add < sizes), share - add, -1.0)
+        short = left - int(add.sum())
+        order = np.lexsort((np.arange(len(sizes)), -rest))  # largest remainder first, then index
+        extra = np.zeros_like(add)
+        extra[order[:short]] = (rest[order[:short]] >= 0)
+        quota += add + extra
+        left -= int(add.sum() + extra.sum())
+    return quota
 
 
 def group_members(labels: np.ndarray, k: int) -> list[np.ndarray]:
