@@ -374,3 +374,39 @@ def test_moco_backbone_features_are_the_same_training_embedded_before_the_head(t
     # one training (same seed and settings), two layers: the recorded confidence is identical
     np.testing.assert_array_equal(s_head["confidence"], s_back["confidence"])
     assert len(list((tmp_path / "o" / "features" / "moco").iterdir())) == 2    # cached apart
+
+
+@pytest.mark.filterwarnings("ignore:the trained features")   # a 1-epoch tiny MoCo has not learnt
+def test_encoders_train_side_by_side_in_worker_processes_on_a_cpu(tmp_path, monkeypatch):
+    """workers > 1 on a CPU: the missing encoders train in worker processes before the selections; the
+    parent only loads their cached features, which equal an in-process training with the same threads."""
+    import os
+
+    import torch
+
+    from coldseg.bench import sweep
+    from coldseg.bench.features import cached_features
+
+    data = write_pairs(tmp_path / "data")
+    out = tmp_path / "out"
+
+    def not_here(cfg, folder):
+        def refuse(images, seed):
+            raise AssertionError(f"encoder {seed} was trained in the parent, not in a worker")
+        return refuse
+
+    monkeypatch.setattr(sweep, "_features_fn", not_here)          # the spawned workers import the real one
+    cfg = tiny_config(data, out, strategies=["random", "kmedian"], ratios=[50], seeds=[0, 1, 2], workers=2,
+                      features="moco-backbone", feature_seeds=2, ssl_epochs=1, ssl_batch_size=8, ssl_min_steps=0)
+    run_benchmark(cfg)
+    assert len(R.read_results(out)) == 2 * 3 + 3
+    monkeypatch.undo()
+    # the same training in this process, with the thread count a worker used, gives the same features
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // 2))
+    from coldseg.data.pairs import load_pairs
+    pairs = load_pairs(data, 32, progress=False)
+    pool_idx, _ = sweep.evaluation_split(cfg, pairs.ids, pairs.groups)
+    for f in (0, 1):
+        here, _ = cached_features(sweep._features_fn(cfg, tmp_path / "again"), pairs.images[pool_idx], f,
+                                  tmp_path / "again" / f"seed{f}.npy")
+        np.testing.assert_array_equal(np.load(out / "features" / f"moco-backbone-seed{f}.npy"), here)

@@ -9,7 +9,9 @@ Flow (each step a function below):
   -> report.
 
 Seeds: seed s seeds the features, the selection and the final training, so runs with the same seed
-are paired across strategies. ``feature_seeds=F`` trains only F encoders and seed s selects from
+are paired across strategies. On a CPU with ``workers`` > 1, the MoCo encoders a sweep still needs are
+trained side by side in that many worker processes (one torch thread each, ``cpu_count // workers``)
+before the selections, instead of one after the other; each is the same training, cached the same way. ``feature_seeds=F`` trains only F encoders and seed s selects from
 encoder s % F (selection, random draw and training still follow s): more seeds for the cost of F MoCo
 trainings. Seeds that share an encoder are not independent; ``scripts/ablation_table.py`` then also
 gives intervals over encoders. The strategy kind (selector, iterative, full) is looked up in a table
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 import threading
 import time
 import warnings
@@ -263,7 +266,7 @@ def run_benchmark(cfg: BenchmarkConfig, *, features_fn: FeaturesFn | None = None
             R.log_session(out, {"command": cfg.command or "(library call)", "device": str(dev),
                                 "started": datetime.now(timezone.utc).isoformat(timespec="seconds")})
             ctx = _Ctx(cfg, seg, pairs, pool_idx, test_idx, dataset, dev, out,
-                       features_fn or _features_fn(cfg, out), kinds)
+                       features_fn or _features_fn(cfg, out), kinds, own_features=features_fn is None)
             ctx.execute(runs)
         wall = time.perf_counter() - t_start
         if runs:
@@ -290,22 +293,58 @@ def _features_fn(cfg: BenchmarkConfig, out: Path) -> FeaturesFn:
 class _Ctx:
     """One invocation's state: turns planned runs into trainings and rows."""
 
-    def __init__(self, cfg, seg, pairs, pool_idx, test_idx, dataset, dev, out, features_fn, kinds):
+    def __init__(self, cfg, seg, pairs, pool_idx, test_idx, dataset, dev, out, features_fn, kinds,
+                 own_features: bool = False):
         self.cfg, self.seg, self.pairs, self.dev, self.out = cfg, seg, pairs, dev, out
         self.pool_idx, self.test_idx, self.dataset = pool_idx, test_idx, dataset
         self.features_fn, self.kinds = features_fn, kinds
+        self.own_features = own_features          # features_fn is the config's own (workers can rebuild it)
+        self.trained_in_workers: list[int] = []   # encoders trained side by side (feature seeds)
         self.picks: dict[str, tuple[np.ndarray, dict[str, Any]]] = {}   # run key -> (pool positions, info)
         self.lock = threading.Lock()
 
     # -- selections ---------------------------------------------------------------------------
+    def features_path(self, fseed: int) -> Path:
+        return self.out / "features" / f"{self.cfg.features}-seed{fseed}.npy"
+
     def features(self, seed: int, needs: tuple[str, ...] = ()) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         fseed = feature_seed(self.cfg, seed)
-        path = self.out / "features" / f"{self.cfg.features}-seed{fseed}.npy"
-        return cached_features(self.features_fn, self.pairs.images[self.pool_idx], fseed, path, needs)
+        return cached_features(self.features_fn, self.pairs.images[self.pool_idx], fseed,
+                               self.features_path(fseed), needs)
+
+    def train_encoders_side_by_side(self, runs: list[Run]) -> None:
+        """On a CPU with workers > 1: train the missing MoCo encoders of ``runs`` in worker processes."""
+        from coldseg.segment.workers import run_pool
+        from coldseg.select.registry import get_selector
+
+        workers = int(self.cfg.workers or 1)
+        if not (self.own_features and self.dev.type == "cpu" and workers > 1 and self.cfg.features in MOCO_LAYERS):
+            return
+        reading = [r for r in runs if get_selector(r.strategy).reads_features]
+        needs = tuple(sorted({k for r in reading for k in get_selector(r.strategy).needs}))
+        wanted = sorted({feature_seed(self.cfg, r.seed) for r in reading})
+        todo = [f for f in wanted if not self.features_path(f).exists()]
+        if len(todo) < 2:
+            return
+        import torch
+
+        workers = min(workers, len(todo))
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        images = torch.from_numpy(np.ascontiguousarray(self.pairs.images[self.pool_idx])).share_memory_()
+        cfg = dataclasses.replace(self.cfg, progress=False)
+        payloads = [(f, str(self.features_path(f)), needs) for f in todo]
+        bar = tqdm(total=len(todo), desc=f"MoCo encoders ({workers} side by side)", unit="encoder",
+                   disable=not self.cfg.progress)
+        for jno, _ in run_pool(_encoder_worker, (cfg, str(self.out), images, threads), payloads, workers,
+                               label="encoder", where="cpu", describe=lambda j: f"feature seed {todo[j]}"):
+            self.trained_in_workers.append(todo[jno])
+            bar.update(1)
+        bar.close()
 
     def select_oneshot(self, runs: list[Run]) -> None:
         from coldseg.select.registry import get_selector
 
+        self.train_encoders_side_by_side(runs)
         for seed in sorted({r.seed for r in runs}):
             mine = [r for r in runs if r.seed == seed]
             needs = tuple(sorted({k for r in mine for k in get_selector(r.strategy).needs}))
@@ -406,6 +445,23 @@ class _Ctx:
                 writer.write(row)
                 bar.update(1)
                 bar.set_postfix(last=run.key, dice=f"{res['dice_mean']:.3f}")
+
+
+def _encoder_worker(rank: int, jobs_q, results_q, cfg: BenchmarkConfig, out: str, images, threads: int) -> None:
+    """Worker process: train (and cache) one MoCo encoder per job ``(feature seed, path, needs)``."""
+    from coldseg.segment.workers import serve, worker_device
+
+    def setup():
+        worker_device("cpu", threads)
+        return _features_fn(cfg, Path(out)), images.numpy()
+
+    def handle(state, payload):
+        fn, pool_images = state
+        fseed, path, needs = payload
+        cached_features(fn, pool_images, int(fseed), Path(path), tuple(needs))
+        return path
+
+    serve(rank, jobs_q, results_q, setup, handle)
 
 
 class _Side:
