@@ -9,11 +9,11 @@ Flow (each step a function below):
   -> report.
 
 Seeds: seed s seeds the features, the selection and the final training, so runs with the same seed
-are paired across strategies. On a CPU with ``workers`` > 1, the MoCo encoders a sweep still needs are
-trained side by side in that many worker processes (one torch thread each, ``cpu_count // workers``)
-before the selections, instead of one after the other; each is the same training, cached the same way. ``feature_seeds=F`` trains only F encoders and seed s selects from
+are paired across strategies. ``feature_seeds=F`` trains only F encoders and seed s selects from
 encoder s % F (selection, random draw and training still follow s): more seeds for the cost of F MoCo
-trainings. Seeds that share an encoder are not independent; ``scripts/ablation_table.py`` then also
+trainings. On a CPU with ``workers`` > 1, the encoders a sweep still needs are trained side by side in
+that many worker processes (``cpu_count // workers`` torch threads each) before the selections,
+instead of one after the other; each is the same training, cached the same way. Seeds that share an encoder are not independent; ``scripts/ablation_table.py`` then also
 gives intervals over encoders. The strategy kind (selector, iterative, full) is looked up in a table
 (``strategy_kinds``), never switched on by name.
 """
@@ -299,7 +299,6 @@ class _Ctx:
         self.pool_idx, self.test_idx, self.dataset = pool_idx, test_idx, dataset
         self.features_fn, self.kinds = features_fn, kinds
         self.own_features = own_features          # features_fn is the config's own (workers can rebuild it)
-        self.trained_in_workers: list[int] = []   # encoders trained side by side (feature seeds)
         self.picks: dict[str, tuple[np.ndarray, dict[str, Any]]] = {}   # run key -> (pool positions, info)
         self.lock = threading.Lock()
 
@@ -335,9 +334,8 @@ class _Ctx:
         payloads = [(f, str(self.features_path(f)), needs) for f in todo]
         bar = tqdm(total=len(todo), desc=f"MoCo encoders ({workers} side by side)", unit="encoder",
                    disable=not self.cfg.progress)
-        for jno, _ in run_pool(_encoder_worker, (cfg, str(self.out), images, threads), payloads, workers,
-                               label="encoder", where="cpu", describe=lambda j: f"feature seed {todo[j]}"):
-            self.trained_in_workers.append(todo[jno])
+        for _ in run_pool(_encoder_worker, (cfg, str(self.out), images, threads), payloads, workers,
+                          label="encoder", where="cpu", describe=lambda j: f"feature seed {todo[j]}"):
             bar.update(1)
         bar.close()
 
