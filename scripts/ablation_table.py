@@ -2,7 +2,8 @@
 `random` (matched seeds) per ratio and averaged over ratios, mean and 95 % t-interval over seeds.
 
 A folder made with ``--feature-seeds F`` (seeds sharing an encoder are not independent) gets one more
-column: the mean over ratios averaged per encoder first, the interval then taken over the F encoders.
+column: the mean over ratios averaged per encoder first, the interval then taken over the F encoders,
+then each encoder's own mean in brackets, encoder 0 first.
 
     python scripts/ablation_table.py docs/results/kvasir_seg_cpu64_validation [--ratios 5,10,20]
 
@@ -119,7 +120,8 @@ def main() -> None:
         if encoders:
             groups = [[d for s, d in zip(full, per_seed) if s % encoders == e] for e in range(encoders)]
             per_enc = np.array([np.mean(g) for g in groups if g])
-            cells.append(interval(per_enc) + f" n={len(per_enc)}" if len(per_enc) else "–")
+            each = ", ".join(f"{100 * m:+.2f}" for m in per_enc)     # one mean per encoder, in encoder order
+            cells.append(interval(per_enc) + f" n={len(per_enc)} ({each})" if len(per_enc) else "–")
         print(f"| `{name}` | " + " | ".join(cells) + " |")
     print(f"\nDice points (×100) of strategy − {args.baseline} on matched seeds; [95 % t-interval over seeds"
           + (f"; last column over the {encoders} encoders, seed s using encoder s % {encoders}]." if encoders else "]."))

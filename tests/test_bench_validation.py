@@ -117,7 +117,8 @@ def test_ablation_table_groups_seeds_by_encoder(tmp_path, monkeypatch, capsys):
     cells = [c.strip() for c in line.strip("|").split("|")]
     assert cells[1].startswith("+2.00 [") and cells[1].endswith("n=4")   # 5 %: mean of 1, 3, 1, 3
     assert cells[3].startswith("+2.00 [") and cells[3].endswith("n=4")   # over seeds
-    assert cells[4].startswith("+2.00 [") and cells[4].endswith("n=2")   # over the 2 encoders
+    assert cells[4].startswith("+2.00 [") and cells[4].endswith("n=2 (+1.00, +3.00)")   # over the 2 encoders,
+    #                                                                   then each encoder's own mean
     lo4, lo2 = (float(c.split("[")[1].split(",")[0]) for c in (cells[3], cells[4]))
     assert lo2 < lo4                                                     # fewer units, wider interval
 

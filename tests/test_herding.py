@@ -117,6 +117,7 @@ def test_alpha_flattens_the_target_toward_an_even_spread(alpha, expected):
     exact = get_selector("herding", alpha=alpha).select(X, 40, random_state=0)
     assert np.bincount(labels[exact.indices], minlength=3).tolist() == expected
     assert exact.info["alpha"] == alpha
+    assert exact.info["density_range"] > 5                        # 700 vs 100 rows: a wide density range
     celled = get_selector("herding", alpha=alpha, exact_below=100, cell_rows=250, landmarks=400).select(X, 40, random_state=0)
     counts = np.bincount(labels[celled.indices], minlength=3)
     assert len(set(celled.indices.tolist())) == 40
@@ -128,9 +129,9 @@ def test_alpha_one_is_the_plain_herding_and_bad_alpha_fails():
     plain = get_selector("herding").select(X, 12, random_state=0)
     one = get_selector("herding", alpha=1.0).select(X, 12, random_state=0)
     assert plain.indices.tolist() == one.indices.tolist()
-    for bad in (-0.5, float("nan")):
-        with pytest.raises(ValueError, match="alpha"):
-            get_selector("herding", alpha=bad).select(X, 4)
+    for bad in (-0.5, float("nan"), "half"):
+        with pytest.raises(ValueError, match="alpha"):                 # at construction: before any training
+            get_selector("herding", alpha=bad)
 
 
 def test_tempering_weights_turn_a_density_into_importance_weights():

@@ -104,6 +104,18 @@ def tempering_weights(density: np.ndarray, alpha: float) -> np.ndarray:
     return w / w.sum()
 
 
+def checked_alpha(value) -> float:
+    """``value`` as a float >= 0, or a ValueError saying what ``alpha`` means."""
+    try:
+        alpha = float(value)
+    except (TypeError, ValueError):
+        alpha = float("nan")
+    if not np.isfinite(alpha) or alpha < 0.0:
+        raise ValueError(f"herding: alpha={value!r} must be a number >= 0 (1 matches the pool, "
+                         "0 spreads the picks evenly), e.g. herding[alpha=0.5]")
+    return alpha
+
+
 @register
 class KernelHerding(Selector):
     """Greedy MMD: the picks that, as a sample, best match the pool's feature distribution."""
@@ -114,7 +126,7 @@ class KernelHerding(Selector):
     def __init__(self, normalize: bool = True, exact_below: int = 20000, landmarks: int = 4096,
                  cell_rows: int = 5000, max_dims: int = 128, alpha: float = 1.0):
         self.normalize = normalize
-        self.alpha = alpha
+        self.alpha = checked_alpha(alpha)          # here, so a bad value fails before any MoCo training
         self.exact_below = exact_below
         self.landmarks = landmarks
         self.cell_rows = cell_rows
@@ -122,6 +134,7 @@ class KernelHerding(Selector):
 
     def _select(self, X: np.ndarray, budget: int, rng: np.random.Generator) -> Selection:
         check_positive_ints(self, "exact_below", "landmarks", "cell_rows", "max_dims")
+        alpha = checked_alpha(self.alpha)
         n, width = X.shape
         projected: dict = {}
         if n > int(self.exact_below) and width > int(self.max_dims):    # as kmedian: top principal components
@@ -131,9 +144,6 @@ class KernelHerding(Selector):
             Z, projected = top_components(X, int(self.max_dims), unit_rows if self.normalize else None)
         else:
             Z = unit_rows(X) if self.normalize else X                   # (n, d)
-        alpha = float(self.alpha)
-        if not np.isfinite(alpha) or alpha < 0.0:
-            raise ValueError(f"herding: alpha={self.alpha!r} must be a number >= 0 (1 matches the pool)")
         h = median_bandwidth(Z, rng)
         if n <= int(self.exact_below):
             mu = mean_kernel(Z, Z, h)                                   # (n,)
@@ -156,7 +166,10 @@ class KernelHerding(Selector):
                 keys.append((np.arange(q) + 0.5) / q)                    # interleave
             idx = np.concatenate(picks)[np.argsort(np.concatenate(keys), kind="stable")]   # ties: lower cell
             info = {"mu": f"exact within {int(G)} cells; MMD against {L.shape[0]} landmarks", "cells": int(G)}
-        info = {"bandwidth": h, "normalize": bool(self.normalize), "alpha": alpha, **info, **projected,
+        # density_range: how much the pool's kernel density varies (max / min of mu); alpha can only move
+        # the picks as far as the weights mu^(alpha - 1) vary, i.e. by at most density_range^(1 - alpha)
+        info = {"bandwidth": h, "normalize": bool(self.normalize), "alpha": alpha,
+                "density_range": float(mu.max() / max(mu.min(), np.finfo(np.float64).tiny)), **info, **projected,
                 "mmd": float(np.sqrt(max(mmd2(Z, idx, h, mu), 0.0)))}
         return Selection(idx, np.full(budget, -1, dtype=np.int64), distances_to_mean(X, idx), info=info)
 
