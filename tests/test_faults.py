@@ -501,10 +501,10 @@ def test_embedding_killed_at_random_points_resumes_to_the_uninterrupted_features
 
 
 def _stale_cache_files(cache: Path, where: str) -> list[str]:
-    """What a finished run leaves in its features cache beyond features.npy, ids.txt, train.json
-    (and temporaries in the decoded-pool cache, cache/decoded/<key>/)."""
+    """What a finished run leaves in its features cache beyond features.npy, confidence.npy, encoder.pt,
+    ids.txt and train.json (and temporaries in the decoded-pool cache, cache/decoded/<key>/)."""
     feats = [p for p in cache.glob("*/*") if p.parent.name != "decoded"
-             and p.name not in ("features.npy", "ids.txt", "train.json")]
+             and p.name not in ("features.npy", "confidence.npy", "encoder.pt", "ids.txt", "train.json")]
     decoded = [p for p in cache.glob("decoded/*/*") if ".tmp" in p.name]
     return [f"{where}: {p.relative_to(cache)}" for p in feats + decoded]
 

@@ -142,6 +142,20 @@ def test_queue_remembers_the_rows_of_its_keys():
 def test_feature_layer_is_checked_and_defaults_to_the_backbone():
     from coldseg.features.train import FEATURE_LAYERS, MocoConfig
 
-    assert MocoConfig().feature_layer == "backbone" and set(FEATURE_LAYERS) == {"backbone", "head"}
-    with pytest.raises(ValueError, match="feature_layer='neck': choose backbone or head"):
+    assert MocoConfig().feature_layer == "backbone" and set(FEATURE_LAYERS) == {"backbone", "head", "multiscale"}
+    with pytest.raises(ValueError, match="feature_layer='neck': choose backbone, head, multiscale"):
         MocoConfig(feature_layer="neck")
+
+
+def test_multiscale_features_are_every_stage_pooled_and_weighed_alike():
+    torch.manual_seed(0)
+    model = MoCo(resnet18(width=4), dim=4, K=8, generator=torch.Generator().manual_seed(0)).eval()
+    x = torch.randn(3, 3, 32, 32)
+    z = model.embed(x, "multiscale")
+    stages = model.encoder_q[0].stage_features(x)
+    assert [s.shape[1] for s in stages] == [4, 8, 16, 32] and z.shape == (3, 60)
+    assert torch.allclose(z.norm(dim=1), torch.ones(3), atol=1e-5)
+    # each stage's block is its pooled output, L2-normalised, over √4; the deepest one is the backbone's
+    for (a, b), s in zip([(0, 4), (4, 12), (12, 28), (28, 60)], stages):
+        assert torch.allclose(z[:, a:b] * 2, F.normalize(s, dim=1), atol=1e-5)
+    assert torch.allclose(z[:, 28:] * 2, model.embed(x, "backbone"), atol=1e-5)

@@ -130,3 +130,33 @@ def test_cli_resume_with_a_checkpoint_of_other_settings_fails_clearly(pool_dir, 
     (line,) = error_lines(err)
     assert "was made with other settings" in line and "without --resume" in line
     assert not out.exists()
+
+
+def test_another_feature_layer_reuses_the_cached_training(images, tiny_moco, tmp_path, monkeypatch):
+    """The cache key leaves the layer out and keeps the trained encoder: switching layers embeds again
+    without training, and gives what a training for that layer gives."""
+    from coldseg.features.embed import compute_features
+
+    cache = tmp_path / "cache"
+    back, info = compute_features(images, seed=0, settings=tiny_moco, cache_dir=cache, progress=False)
+    assert not info["cache_hit"] and info["feature_check"] is not None
+    fresh, _ = compute_features(images, seed=0, settings=dataclasses.replace(tiny_moco, feature_layer="multiscale"),
+                                cache_dir=tmp_path / "other", progress=False)
+
+    def no_training(*a, **k):
+        raise AssertionError("trained again")
+
+    monkeypatch.setattr(coldseg.features.embed, "train_moco", no_training)
+    ms_cfg = dataclasses.replace(tiny_moco, feature_layer="multiscale")
+    ms, info = compute_features(images, seed=0, settings=ms_cfg, cache_dir=cache, progress=False)
+    assert not info["cache_hit"]
+    assert np.array_equal(ms, fresh) and ms.shape[1] > back.shape[1]
+    assert info["feature_check"] is not None and info["log"]["loss"]
+    # both layers are cache hits now, each with its own check; the backbone's file is features.npy
+    (entry,) = cache.iterdir()
+    assert sorted(p.name for p in entry.iterdir()) == ["confidence.npy", "encoder.pt", "features-multiscale.npy",
+                                                       "features.npy", "train.json"]
+    for cfg, want in ((tiny_moco, back), (ms_cfg, ms)):
+        again, info = compute_features(images, seed=0, settings=cfg, cache_dir=cache, progress=False)
+        assert info["cache_hit"] and np.array_equal(again, want)
+    assert set(json.loads((entry / "train.json").read_text())["feature_checks"]) == {"backbone", "multiscale"}

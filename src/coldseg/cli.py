@@ -25,7 +25,9 @@ def _common_training(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--feature-layer", choices=FEATURE_LAYERS, default=FEATURE_LAYERS[0],
                    help="features from the encoder's pooled 512-d backbone output (default; it picked better on "
-                        "validation splits) or its 128-d projection head (the paper's; 4x less memory)")
+                        "validation splits), its 128-d projection head (the paper's; 4x less memory) or every "
+                        "ResNet stage's pooled output side by side (960-d). Switching layers reuses the cached "
+                        "training")
     p.add_argument("--resume", action="store_true", help="continue an interrupted MoCo training from its checkpoint")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:i]")
     p.add_argument("--cache-dir", type=Path, default=None,

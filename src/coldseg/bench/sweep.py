@@ -171,8 +171,9 @@ def feature_seed(cfg: BenchmarkConfig, seed: int) -> int:
     return int(seed) if cfg.feature_seeds is None else int(seed) % int(cfg.feature_seeds)
 
 
-#: --features kinds that train MoCo, and the layer each embeds (the training is the same for both)
-MOCO_LAYERS = {"moco": "head", "moco-backbone": "backbone"}
+#: --features kinds that train MoCo, and the layer each embeds (the training is the same for all: a folder's
+#: cached encoder gives another layer without training again, see coldseg.features.embed)
+MOCO_LAYERS = {"moco": "head", "moco-backbone": "backbone", "moco-multiscale": "multiscale"}
 
 #: MoCo schedule of folders written before it was recorded (MocoConfig's defaults until 2026-11-27)
 LEGACY_SSL_SCHEDULE = {"ssl_batch_size": 128, "ssl_min_steps": 0}

@@ -1,10 +1,13 @@
 """Features of a pool: train (or resume) MoCo, embed every image, cache the result by content.
 
 Cache layout: ``<cache_dir>/<key>/`` holds ``checkpoint.pt`` while training runs (for --resume; it is
-deleted once the features are saved), then ``features.npy``, ``ids.txt`` and ``train.json`` (the log).
-The key hashes the pool's content (ids and file digests), the seed, every MoCo setting and, above one,
-the number of processes, so a new budget or strategy reuses the features and any change of images or
-settings trains anew. The pool may be a memmap (coldseg.data.decoded): it is then streamed.
+deleted once the features are saved), then ``features.npy`` (the 'backbone' layer; other layers
+``features-<layer>.npy``), ``confidence.npy``, ``encoder.pt`` (the trained query encoder, so that another
+layer is embedded without training again), ``ids.txt`` and ``train.json`` (the log and each layer's
+label-free check). The key hashes the pool's content (ids and file digests), the seed, every MoCo
+setting but the feature layer and, above one, the number of processes, so a new budget, strategy or
+layer reuses the training and any change of images or settings trains anew. The pool may be a memmap
+(coldseg.data.decoded): it is then streamed.
 """
 from __future__ import annotations
 
@@ -21,11 +24,12 @@ from coldseg.data.stream import LoaderConfig, PixelSource
 from coldseg.features.augment import normalize
 from coldseg.features.distributed import SINGLE, DistInfo, broadcast_object, gather_rows, shard
 from coldseg.features.moco import MoCo
-from coldseg.features.train import MocoConfig, _autocast, _cl, pick_device, reproducible_kernels, train_moco
+from coldseg.features.train import (MocoConfig, _autocast, _cl, initial_model, pick_device, reproducible_kernels,
+                                    train_moco)
 from coldseg.io.atomic import atomic_write, atomic_write_bytes
 from coldseg.io.outputs import remove_dead_temp_files
 
-FEATURES_VERSION = 2  # bump when training or embedding changes what features come out
+FEATURES_VERSION = 3  # bump when training or embedding changes what features come out
 _CHUNK = 1024         # images per slice when scanning a (possibly memory-mapped) pool
 
 
@@ -39,7 +43,8 @@ def default_cache_dir() -> Path:
 def cache_key(content_key: str, cfg: MocoConfig, seed: int, world_size: int = 1) -> str:
     """Features cache key. ``world_size`` enters only above 1: W processes split every batch into W
     parts with their own batch statistics, so their features differ from one process's."""
-    key = {"content": content_key, "cfg": cfg.to_dict(), "seed": seed, "v": FEATURES_VERSION}
+    settings = {k: v for k, v in cfg.to_dict().items() if k != "feature_layer"}   # read out, not trained
+    key = {"content": content_key, "cfg": settings, "seed": seed, "v": FEATURES_VERSION}
     if world_size > 1:
         key["world_size"] = world_size
     blob = json.dumps(key, sort_keys=True, default=str)
@@ -131,41 +136,62 @@ def compute_features(images: np.ndarray, *, seed: int = 0, settings: MocoConfig 
     key = cache_key(content_key or array_content_key(images), cfg, seed, info.world_size)
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     folder = folder / key
-    feats_path, log_path, conf_path = folder / "features.npy", folder / "train.json", folder / "confidence.npy"
+    layer = cfg.feature_layer
+    feats_path = folder / ("features.npy" if layer == "backbone" else f"features-{layer}.npy")
+    log_path, conf_path, enc_path = folder / "train.json", folder / "confidence.npy", folder / "encoder.pt"
     n = images.shape[0]
 
     def cached_confidence() -> np.ndarray | None:   # None when absent or not one value per image
         return np.load(conf_path) if conf_path.exists() and np.load(conf_path, mmap_mode="r").shape == (n,) else None
 
-    hit = use_cache and feats_path.exists() and log_path.exists() and \
-        np.load(feats_path, mmap_mode="r").shape[0] == n and \
-        (not need_confidence or cached_confidence() is not None)
-    if broadcast_object(hit, info):  # rank 0 decides for every rank
+    trained = use_cache and log_path.exists() and (not need_confidence or cached_confidence() is not None)
+    hit = trained and feats_path.exists() and np.load(feats_path, mmap_mode="r").shape[0] == n
+    # the training is cached but not this layer's features: embed them with the kept encoder
+    reuse = trained and not hit and enc_path.exists()
+    hit, reuse = broadcast_object((hit, reuse), info)  # rank 0 decides for every rank
+    if hit:
         if info.is_main:  # a run killed after caching its result left its checkpoint behind
             (folder / "checkpoint.pt").unlink(missing_ok=True)
             remove_dead_temp_files(folder)
-        conf = cached_confidence()
+        result = json.loads(log_path.read_text())
         return np.load(feats_path), {"cache_key": key, "cache_hit": True, "cache_dir": str(folder),
-                                     **json.loads(log_path.read_text()), "confidence": conf}
+                                     **_for_layer(result, layer), "confidence": cached_confidence()}
     folder.mkdir(parents=True, exist_ok=True)
     if info.is_main:  # temporaries of killed runs (checkpoint.pt.tmp<pid> is a whole checkpoint)
         remove_dead_temp_files(folder)
     src = PixelSource(images, dev, loader, local_world=info.local_world_size)
-    model, log = train_moco(src, cfg, seed=seed, grayscale=grayscale, device=dev,
-                            checkpoint=folder / "checkpoint.pt", resume=resume, progress=progress, dist=dist)
-    feats = embed_images(model, src, layer=cfg.feature_layer, device=dev, dist=dist)
-    conf = model.confidence()                                                  # (n,)
-    result = {"log": log, "grayscale": grayscale}
+    if reuse:
+        model = initial_model(cfg, n, seed)
+        model.encoder_q.load_state_dict(torch.load(enc_path, map_location="cpu", weights_only=True))
+        model.to(dev)
+        result = json.loads(log_path.read_text())
+        conf = cached_confidence()
+    else:
+        model, log = train_moco(src, cfg, seed=seed, grayscale=grayscale, device=dev,
+                                checkpoint=folder / "checkpoint.pt", resume=resume, progress=progress, dist=dist)
+        result = {"log": log, "grayscale": grayscale, "feature_checks": {}}
+        conf = model.confidence()                                                  # (n,)
+    feats = embed_images(model, src, layer=layer, device=dev, dist=dist)
     if info.is_main:   # label-free: do augmented views stay neighbours? (coldseg.features.quality)
         from coldseg.features.quality import feature_check
 
-        result["feature_check"] = feature_check(model, images, cfg, seed=seed, device=dev)
+        result.setdefault("feature_checks", {})[layer] = feature_check(model, images, cfg, seed=seed, device=dev)
     if use_cache and info.is_main:
-        atomic_write(conf_path, lambda tmp: np.save(tmp, conf), suffix=".npy")
+        if not reuse:
+            atomic_write(conf_path, lambda tmp: np.save(tmp, conf), suffix=".npy")
+            atomic_write(enc_path, lambda tmp: torch.save(model.encoder_q.state_dict(), tmp), suffix=".pt")
         atomic_write(feats_path, lambda tmp: np.save(tmp, feats), suffix=".npy")
         if ids is not None:
             atomic_write_bytes(folder / "ids.txt", ("\n".join(ids) + "\n").encode("utf-8", "surrogateescape"))
         atomic_write_bytes(log_path, json.dumps(result, indent=1).encode())
         # the checkpoint only serves --resume of an unfinished training: drop it (~140 MB at width 64)
         (folder / "checkpoint.pt").unlink(missing_ok=True)
-    return feats, {"cache_key": key, "cache_hit": False, "cache_dir": str(folder), **result, "confidence": conf}
+    return feats, {"cache_key": key, "cache_hit": False, "cache_dir": str(folder), **_for_layer(result, layer),
+                   "confidence": conf}
+
+
+def _for_layer(result: dict[str, Any], layer: str) -> dict[str, Any]:
+    """train.json's content as compute_features returns it: the log, and ``feature_check`` of ``layer``."""
+    out = {k: v for k, v in result.items() if k != "feature_checks"}
+    out["feature_check"] = result.get("feature_checks", {}).get(layer)
+    return out

@@ -59,6 +59,15 @@ class ResNetEncoder(nn.Module):
         x = self.stages(self.stem(x))  # (B, out_dim, H/32, W/32)
         return torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)  # (B, out_dim)
 
+    def stage_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The globally average-pooled output of every stage, shallow to deep: (B, width · 2^i) each;
+        the last one is :meth:`forward`'s output."""
+        x, out = self.stem(x), []
+        for stage in self.stages:
+            x = stage(x)
+            out.append(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+        return out
+
 
 def resnet18(width: int = 64) -> ResNetEncoder:
     return ResNetEncoder(3, width, (2, 2, 2, 2), nn.BatchNorm2d)

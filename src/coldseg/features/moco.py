@@ -72,8 +72,9 @@ def split_encode(encoder: nn.Module, x: torch.Tensor, splits: int) -> torch.Tens
     return torch.cat([encoder(c) for c in x.chunk(splits)])
 
 
-#: where features are read: the pooled ResNet output ('backbone', the default) or the projection head's
-FEATURE_LAYERS = ("backbone", "head")
+#: where features are read: the pooled ResNet output ('backbone', the default), the projection head's
+#: ('head'), or every ResNet stage's pooled output, each L2-normalised, side by side ('multiscale')
+FEATURE_LAYERS = ("backbone", "head", "multiscale")
 
 
 class MoCo(nn.Module):
@@ -168,10 +169,15 @@ class MoCo(nn.Module):
 
     @torch.no_grad()
     def embed(self, x: torch.Tensor, layer: str = "backbone") -> torch.Tensor:
-        """L2-normalised features of the query encoder: 'head' (dim) or 'backbone' (out_dim)."""
-        backbone, head = self.encoder_q[0], self.encoder_q[1]
-        h = backbone(x)
+        """L2-normalised features of the query encoder: 'head' (dim), 'backbone' (out_dim) or
+        'multiscale' (the sum of the stage widths: each stage's pooled output L2-normalised and divided
+        by √stages, so that stages weigh alike in a distance and the row has norm 1)."""
         if layer not in FEATURE_LAYERS:
-            raise ValueError(f"layer={layer!r}: choose {' or '.join(FEATURE_LAYERS)}")
+            raise ValueError(f"layer={layer!r}: choose {', '.join(FEATURE_LAYERS)}")
+        backbone, head = self.encoder_q[0], self.encoder_q[1]
+        if layer == "multiscale":
+            parts = [F.normalize(s.float(), dim=1) for s in backbone.stage_features(x)]
+            return torch.cat(parts, dim=1) / len(parts) ** 0.5
+        h = backbone(x)
         z = head(h) if layer == "head" else h
         return F.normalize(z.float(), dim=1)

@@ -72,7 +72,7 @@ class MocoConfig:
 
     def __post_init__(self) -> None:
         if self.feature_layer not in FEATURE_LAYERS:
-            raise ValueError(f"feature_layer={self.feature_layer!r}: choose {' or '.join(FEATURE_LAYERS)}")
+            raise ValueError(f"feature_layer={self.feature_layer!r}: choose {', '.join(FEATURE_LAYERS)}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
