@@ -82,14 +82,19 @@ def _worker(argv: list[str]) -> int:
 
         def spy(*a, **k):
             model, log = real_train(*a, **k)
+            report["trainings"] = report.get("trainings", 0) + 1
             report["select_digest"] = _digest(model)
             if rank == 0:
                 torch.save(model.state_dict(), work / "model.pt")
             return model, log
 
         embed.train_moco = spy
-        coldseg.cli._moco = lambda args: _tiny_cfg(args.image_size, args.epochs, args.batch_size)
+        coldseg.cli._moco = lambda args: dataclasses.replace(_tiny_cfg(args.image_size, args.epochs, args.batch_size),
+                                                             feature_layer=args.feature_layer)
         code = coldseg.cli.main(cli_args)
+        # 3. another layer of the same training: every rank loads the cached encoder and embeds its shard
+        if code == 0:
+            code = coldseg.cli.main([*cli_args, "--feature-layer", "multiscale", "--out", str(work / "multiscale")])
         (work / f"rank{rank}.json").write_text(json.dumps(report))
     return code
 
@@ -138,7 +143,7 @@ def test_outputs_complete(launched):
     assert man["features"]["source"] == "moco" and len(man["features"]["training"]["loss_per_epoch"]) == EPOCHS
     assert sorted(man["files"]) == sorted(p.name for p in out.iterdir())
     # rank 0 alone reported, and the features were cached under the 2-process key, checkpoint dropped
-    assert launched["stdout"].count(f"picked {BUDGET} of {N_POOL} images") == 1
+    assert launched["stdout"].count(f"picked {BUDGET} of {N_POOL} images with 'herding' -> {out}\n") == 1
     (entry,) = [p for p in launched["cache"].iterdir() if p.name != "decoded"]
     assert np.array_equal(np.load(entry / "features.npy"), X) and not (entry / "checkpoint.pt").exists()
 
@@ -192,5 +197,17 @@ def test_gather_rows_and_shards_in_one_process():
     assert shard(2, DistInfo(2, 3)) == (2, 2, [1, 1, 0])  # a rank may get nothing
 
 
+def test_another_layer_reuses_the_distributed_training(launched):
+    """The second `coldseg select` (--feature-layer multiscale) trained nothing on any rank, and its
+    deepest stage block is the first run's backbone features (rows gathered from both ranks in order)."""
+    assert [r["trainings"] for r in launched["ranks"]] == [1, 1]
+    X = np.load(launched["out"] / "features.npy")                            # (n, 64) at width 8
+    Z = np.load(launched["work"] / "multiscale" / "features.npy")            # (n, 8 + 16 + 32 + 64)
+    assert Z.shape == (N_POOL, 120) and np.allclose(Z[:, -64:] * 2, X, atol=1e-5)
+    man = json.loads((launched["work"] / "multiscale" / "manifest.json").read_text())
+    assert man["features"]["layer"] == "multiscale" and man["features"]["feature_check"] is not None
+
+
 if __name__ == "__main__":
     sys.exit(_worker(sys.argv[1:]))
+
