@@ -479,11 +479,12 @@ def test_end_to_end_cli_on_a_tiny_synthetic_pool(pool_dir, tmp_path, cli):
     assert man["features"]["layer"] == "backbone"
     assert len(read_csv(out / "selection.csv")[1]) == 6
     assert (tmp_path / "cache").is_dir()  # --cache-dir honoured (not ~/.cache)
-    # the paper's projection-head features on request: 128-d, cached apart
+    # the paper's projection-head features on request: 128-d, from the same cached training
     code, _, err = cli("select", pool_dir, "--budget", "25%", "--out", tmp_path / "head", "--image-size", "32",
                        "--epochs", "2", "--min-steps", "0", "--batch-size", "8", "--candidates", "crop,blur",
                        "--cache-dir", tmp_path / "cache", "--feature-layer", "head", "--quiet")
     assert code == 0, err
     assert np.load(tmp_path / "head" / "features.npy").shape == (24, 128)
     assert json.loads((tmp_path / "head" / "manifest.json").read_text())["features"]["layer"] == "head"
-    assert len(list((tmp_path / "cache").glob("*/features.npy"))) == 2
+    (entry,) = [p.parent for p in (tmp_path / "cache").glob("*/features.npy")]
+    assert (entry / "features-head.npy").exists() and (entry / "encoder.pt").exists()
