@@ -206,6 +206,7 @@ def test_another_layer_reuses_the_distributed_training(launched):
     assert Z.shape == (N_POOL, 120) and np.allclose(Z[:, -64:] * 2, X, atol=1e-5)
     man = json.loads((launched["work"] / "multiscale" / "manifest.json").read_text())
     assert man["features"]["layer"] == "multiscale" and man["features"]["feature_check"] is not None
+    assert man["features"]["source"] == "cache"                          # the training came from the cache
 
 
 if __name__ == "__main__":

@@ -149,7 +149,7 @@ def test_another_feature_layer_reuses_the_cached_training(images, tiny_moco, tmp
     monkeypatch.setattr(coldseg.features.embed, "train_moco", no_training)
     ms_cfg = dataclasses.replace(tiny_moco, feature_layer="multiscale")
     ms, info = compute_features(images, seed=0, settings=ms_cfg, cache_dir=cache, progress=False)
-    assert not info["cache_hit"]
+    assert not info["cache_hit"] and not info["trained"]
     assert np.array_equal(ms, fresh) and ms.shape[1] > back.shape[1]
     assert info["feature_check"] is not None and info["log"]["loss"]
     # both layers are cache hits now, each with its own check; the backbone's file is features.npy

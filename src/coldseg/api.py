@@ -158,7 +158,7 @@ def _features(pool: Pool, features: str | Path | np.ndarray | None, cfg: MocoCon
                                need_confidence=need_confidence)
     log = info["log"]
     side = {} if info.get("confidence") is None else {"confidence": info["confidence"]}
-    return X, {"source": "cache" if info["cache_hit"] else "moco", "cache_key": info["cache_key"],
+    return X, {"source": "moco" if info["trained"] else "cache", "cache_key": info["cache_key"],
                "cache_dir": info["cache_dir"], "dim": int(X.shape[1]), "layer": cfg.feature_layer,
                "training": summarize_log(log), "augmentation": log.get("augmentation"),
                "feature_check": info.get("feature_check"), "settings": cfg.to_dict()}, side

@@ -115,9 +115,10 @@ def compute_features(images: np.ndarray, *, seed: int = 0, settings: MocoConfig 
                      need_confidence: bool = False) -> tuple[np.ndarray, dict[str, Any]]:
     """Features for a pool of (n, 3, S, S) uint8 images, trained from scratch with MoCo v2.
 
-    Returns (features (n, d) float32, info) where info holds the training log, the cache key and
-    whether the cache was hit, and ``info["confidence"]``: (n,) float32, each image's mean probability
-    of finding its positive during training (:meth:`MoCo.confidence`), stored as confidence.npy beside
+    Returns (features (n, d) float32, info) where info holds the training log, the cache key,
+    whether the cache was hit (``cache_hit``) and whether MoCo trained in this call (``trained``: not
+    when only another layer of a cached training was embedded), and ``info["confidence"]``: (n,)
+    float32, each image's mean probability of finding its positive during training (:meth:`MoCo.confidence`), stored as confidence.npy beside
     the features; None for a cached result made before it was recorded, unless ``need_confidence``,
     which retrains such a result. With ``use_cache`` a finished result for the same content, seed and
     settings is loaded instead of retrained; ``resume`` continues an interrupted training.
@@ -154,8 +155,9 @@ def compute_features(images: np.ndarray, *, seed: int = 0, settings: MocoConfig 
             (folder / "checkpoint.pt").unlink(missing_ok=True)
             remove_dead_temp_files(folder)
         result = json.loads(log_path.read_text())
-        return np.load(feats_path), {"cache_key": key, "cache_hit": True, "cache_dir": str(folder),
-                                     **_for_layer(result, layer), "confidence": cached_confidence()}
+        return np.load(feats_path), {"cache_key": key, "cache_hit": True, "trained": False,
+                                     "cache_dir": str(folder), **_for_layer(result, layer),
+                                     "confidence": cached_confidence()}
     folder.mkdir(parents=True, exist_ok=True)
     if info.is_main:  # temporaries of killed runs (checkpoint.pt.tmp<pid> is a whole checkpoint)
         remove_dead_temp_files(folder)
@@ -186,7 +188,8 @@ def compute_features(images: np.ndarray, *, seed: int = 0, settings: MocoConfig 
         atomic_write_bytes(log_path, json.dumps(result, indent=1).encode())
         # the checkpoint only serves --resume of an unfinished training: drop it (~140 MB at width 64)
         (folder / "checkpoint.pt").unlink(missing_ok=True)
-    return feats, {"cache_key": key, "cache_hit": False, "cache_dir": str(folder), **_for_layer(result, layer),
+    return feats, {"cache_key": key, "cache_hit": False, "trained": not reuse, "cache_dir": str(folder),
+                   **_for_layer(result, layer),
                    "confidence": conf}
 
 
