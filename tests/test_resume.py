@@ -160,3 +160,20 @@ def test_another_feature_layer_reuses_the_cached_training(images, tiny_moco, tmp
         again, info = compute_features(images, seed=0, settings=cfg, cache_dir=cache, progress=False)
         assert info["cache_hit"] and np.array_equal(again, want)
     assert set(json.loads((entry / "train.json").read_text())["feature_checks"]) == {"backbone", "multiscale"}
+
+
+@pytest.mark.filterwarnings("ignore:the trained features")   # a tiny MoCo has not learnt
+def test_a_damaged_kept_encoder_is_reported_and_trained_again(images, tiny_moco, tmp_path):
+    from coldseg.features.embed import compute_features
+
+    cache = tmp_path / "cache"
+    compute_features(images, seed=0, settings=tiny_moco, cache_dir=cache, progress=False)
+    (entry,) = cache.iterdir()
+    (entry / "encoder.pt").write_bytes(b"truncated")
+    ms_cfg = dataclasses.replace(tiny_moco, feature_layer="multiscale")
+    with pytest.warns(UserWarning, match="encoder.pt could not be read.*training the encoder again"):
+        ms, info = compute_features(images, seed=0, settings=ms_cfg, cache_dir=cache, progress=False)
+    assert info["trained"]
+    fresh, _ = compute_features(images, seed=0, settings=ms_cfg, cache_dir=tmp_path / "other", progress=False)
+    assert np.array_equal(ms, fresh)                                  # the same training, done again
+    assert torch.load(entry / "encoder.pt", weights_only=True)          # replaced by a readable one

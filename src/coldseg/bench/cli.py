@@ -49,7 +49,8 @@ def add_benchmark_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--multiclass", action="store_true", help="mask pixel values are class ids")
     p.add_argument("--masks-dir", default="masks", help="mask folder inside DATA_DIR (default masks)")
     p.add_argument("--rounds", type=int, default=3, metavar="R", help="rounds of the iterative strategies (default 3)")
-    p.add_argument("--features", default="moco-backbone", choices=["moco-backbone", "moco", "moco-multiscale", "pixels"],
+    p.add_argument("--features", default="moco-backbone",
+                   choices=["moco-backbone", "moco", "moco-multiscale", "pixels"],
                    help="features for one-shot strategies: moco-backbone (self-supervised MoCo, the ResNet's "
                         "pooled 512-d output, as `coldseg select` uses; default), moco (the same training, its "
                         "128-d projection head's output), moco-multiscale (every ResNet stage's pooled output, "

@@ -14,8 +14,9 @@ encoder s % F (selection, random draw and training still follow s): more seeds f
 trainings. On a CPU with ``workers`` > 1, the encoders a sweep still needs are trained side by side in
 that many worker processes (``cpu_count // workers`` torch threads each) before the selections,
 instead of one after the other; each is the same training, cached the same way. Seeds that share an
-encoder are not independent; ``scripts/ablation_table.py`` then also gives intervals over encoders. The strategy kind (selector, iterative, full) is looked up in a table
-(``strategy_kinds``), never switched on by name.
+encoder are not independent; ``scripts/ablation_table.py`` then also gives intervals over encoders.
+The strategy kind (selector, iterative, full) is looked up in a table (``strategy_kinds``), never
+switched on by name.
 """
 from __future__ import annotations
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -118,8 +119,8 @@ def compute_features(images: np.ndarray, *, seed: int = 0, settings: MocoConfig 
     Returns (features (n, d) float32, info) where info holds the training log, the cache key,
     whether the cache was hit (``cache_hit``) and whether MoCo trained in this call (``trained``: not
     when only another layer of a cached training was embedded), and ``info["confidence"]``: (n,)
-    float32, each image's mean probability of finding its positive during training (:meth:`MoCo.confidence`), stored as confidence.npy beside
-    the features; None for a cached result made before it was recorded, unless ``need_confidence``,
+    float32, each image's mean probability of finding its positive during training
+    (:meth:`MoCo.confidence`), stored as confidence.npy beside the features; None for a cached result made before it was recorded, unless ``need_confidence``,
     which retrains such a result. With ``use_cache`` a finished result for the same content, seed and
     settings is loaded instead of retrained; ``resume`` continues an interrupted training.
     ``images`` may be a memmap; ``loader`` says how the pixels are read (speed and memory only).
@@ -145,11 +146,11 @@ def compute_features(images: np.ndarray, *, seed: int = 0, settings: MocoConfig 
     def cached_confidence() -> np.ndarray | None:   # None when absent or not one value per image
         return np.load(conf_path) if conf_path.exists() and np.load(conf_path, mmap_mode="r").shape == (n,) else None
 
-    trained = use_cache and log_path.exists() and (not need_confidence or cached_confidence() is not None)
-    hit = trained and feats_path.exists() and np.load(feats_path, mmap_mode="r").shape[0] == n
+    cached_training = use_cache and log_path.exists() and (not need_confidence or cached_confidence() is not None)
+    hit = cached_training and feats_path.exists() and np.load(feats_path, mmap_mode="r").shape[0] == n
     # the training is cached but not this layer's features: embed them with the kept encoder
-    reuse = trained and not hit and enc_path.exists()
-    hit, reuse = broadcast_object((hit, reuse), info)  # rank 0 decides for every rank
+    encoder = _cached_encoder(enc_path) if cached_training and not hit and info.is_main else None
+    hit, reuse = broadcast_object((hit, encoder is not None), info)  # rank 0 decides for every rank
     if hit:
         if info.is_main:  # a run killed after caching its result left its checkpoint behind
             (folder / "checkpoint.pt").unlink(missing_ok=True)
@@ -164,7 +165,11 @@ def compute_features(images: np.ndarray, *, seed: int = 0, settings: MocoConfig 
     src = PixelSource(images, dev, loader, local_world=info.local_world_size)
     if reuse:
         model = initial_model(cfg, n, seed)
-        model.encoder_q.load_state_dict(torch.load(enc_path, map_location="cpu", weights_only=True))
+        state = encoder if encoder is not None else _cached_encoder(enc_path)    # other ranks read it here
+        if state is None:
+            raise RuntimeError(f"rank {info.rank} cannot read {enc_path}, which rank 0 read: every rank must "
+                               "see the same --cache-dir (a shared file system)")
+        model.encoder_q.load_state_dict(state)
         model.to(dev)
         result = json.loads(log_path.read_text())
         conf = cached_confidence()
@@ -191,6 +196,19 @@ def compute_features(images: np.ndarray, *, seed: int = 0, settings: MocoConfig 
     return feats, {"cache_key": key, "cache_hit": False, "trained": not reuse, "cache_dir": str(folder),
                    **_for_layer(result, layer),
                    "confidence": conf}
+
+
+def _cached_encoder(path: Path) -> dict[str, torch.Tensor] | None:
+    """The query encoder's weights kept by a finished training, or None when there are none; a damaged
+    file is reported and left to be replaced by training again (it is only a cache)."""
+    if not path.exists():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - truncated, not a checkpoint, ...: any of them means "train again"
+        warnings.warn(f"{path} could not be read ({type(e).__name__}: {e}); training the encoder again, which "
+                      "replaces it", stacklevel=3)
+        return None
 
 
 def _for_layer(result: dict[str, Any], layer: str) -> dict[str, Any]:
