@@ -240,6 +240,25 @@ def test_random_and_full_alone_compute_no_features_and_pick_the_same(tmp_path):
     assert len(ids["a"]) == 4 and ids["a"] == ids["b"]
 
 
+def test_fixed_draws_pick_the_same_images_for_every_seed(tmp_path):
+    """`random[draw=j]` keeps the pick set fixed across seeds (only the U-Net's training changes), a
+    different j is a different set, and plain `random` still draws anew per seed."""
+    data = write_pairs(tmp_path / "data")
+    out = tmp_path / "d"
+    strategies = ["random", "random[draw=1]", "random[draw=2]"]
+    run_benchmark(tiny_config(data, out, strategies=strategies, seeds=[0, 1, 2], ratios=[25], include_full=False),
+                  features_fn=fake_features)
+    ids = {}
+    for rec in R.read_jsonl(out / R.RUNS):
+        ids.setdefault(rec["strategy"], []).append(tuple(sorted(rec["ids"])))
+    assert sorted(ids) == sorted(strategies) and all(len(v) == 3 for v in ids.values())
+    assert len(set(ids["random[draw=1]"])) == 1 and len(set(ids["random[draw=2]"])) == 1
+    assert ids["random[draw=1]"][0] != ids["random[draw=2]"][0]
+    assert len(set(ids["random"])) == 3
+    dice = {(r["strategy"], r["seed"]): r["dice"] for r in R.read_results(out)}
+    assert len(dice) == 9
+
+
 def test_cli_tiny_pixels_and_report(tmp_path, capsys):
     from coldseg.cli import main
 

@@ -275,3 +275,19 @@ def test_contract_every_strategy(name, pool):
         assert np.isfinite(a.distances).all()
         json.dumps(a.info)  # the manifest must be able to store it
         assert a.indices.tolist() == b.indices.tolist(), f"{name} is not reproducible for a fixed seed"
+
+
+# ---------------------------------------------------------------- random, fixed draws
+def test_random_fixed_draw_ignores_the_seed_and_plain_random_does_not():
+    X = np.zeros((50, 2))
+    plain = [get_selector("random").select(X, 10, random_state=s).indices.tolist() for s in range(3)]
+    assert plain[0] == np.random.default_rng(0).choice(50, 10, replace=False).tolist()   # unchanged baseline
+    assert len({tuple(p) for p in plain}) == 3
+    fixed = [get_selector("random[draw=4]").select(X, 10, random_state=s) for s in range(3)]
+    assert len({tuple(f.indices) for f in fixed}) == 1 and fixed[0].info == {"draw": 4}
+    other = get_selector("random", draw=5).select(X, 10, random_state=0).indices
+    assert other.tolist() != fixed[0].indices.tolist()
+    assert fixed[0].indices.tolist() != get_selector("random").select(X, 10, random_state=4).indices.tolist()  # salted
+    for bad in (-1, 1.5, True, "x"):
+        with pytest.raises(ValueError, match="draw="):
+            get_selector("random", draw=bad)
