@@ -430,3 +430,23 @@ def test_encoders_train_side_by_side_in_worker_processes_on_a_cpu(tmp_path, monk
         here, _ = cached_features(sweep._features_fn(cfg, tmp_path / "again"), pairs.images[pool_idx], f,
                                   tmp_path / "again" / f"seed{f}.npy")
         np.testing.assert_array_equal(np.load(out / "features" / f"moco-backbone-seed{f}.npy"), here)
+
+
+def test_draw_spread_recovers_hand_computed_components():
+    from coldseg.bench.stats import draw_spread
+
+    # additive table: draw effects ±1, seed effects 0/2, no residual -> sd_train 0, sd_draw from rows alone
+    Y = np.array([[1.0, 3.0], [-1.0, 1.0], [1.0, 3.0], [-1.0, 1.0]]) + 10
+    d = draw_spread(Y, n_boot=50)
+    # row means 12/10/12/10 around 11: MS_draw = 2·4/3 = 8/3, MS_res = 0 -> var_draw = (8/3)/2 = 4/3
+    assert d.sd_train == pytest.approx(0.0) and d.sd_draw == pytest.approx(math.sqrt(4 / 3))
+    assert d.mean == pytest.approx(11.0) and d.p_draw == 0.0 and d.seed_means.tolist() == [10.0, 12.0]
+    # pure noise: the draw component is small against the residual, and its F test does not fire
+    rng = np.random.default_rng(0)
+    noise = draw_spread(rng.normal(size=(40, 6)), n_boot=200)
+    assert noise.sd_train == pytest.approx(1.0, abs=0.15) and noise.sd_draw < 0.35 and noise.p_draw > 0.01
+    # a real set effect of sd 2 over noise of sd 1 is found, and its interval covers it
+    big = draw_spread(rng.normal(0, 2, (40, 1)) + rng.normal(size=(40, 6)), n_boot=500)
+    assert big.p_draw < 1e-6 and big.sd_draw_lo < 2.0 < big.sd_draw_hi and big.sd_draw_lo > 1.0
+    with pytest.raises(ValueError, match="2 draws"):
+        draw_spread(np.ones((1, 3)))

@@ -178,3 +178,34 @@ def test_headroom_is_full_minus_random_per_seed(tmp_path):
     mean, lo, hi, n = headroom(rows, [5.0, 10.0, 20.0])
     assert n == 2 and mean == pytest.approx((0.06 + 0.04) / 2) and lo < mean < hi
     assert math.isnan(headroom(rows[:1], [5.0])[0])                       # no full-label run
+
+
+def test_draw_spread_script_splits_sets_from_training_and_places_a_strategy(tmp_path, capsys):
+    """scripts/draw_spread.py on a hand-made folder: draw effects ±1 point, seed effects 0/2, no
+    residual -> sd_draw sqrt(4/3) at each ratio; strategy x sits 3 points above the average draw."""
+    import runpy
+    import sys
+    from pathlib import Path
+
+    rows = [HEADER]
+    for ratio in (5, 10):
+        for j, a in zip((1, 2, 3, 4), (1, -1, 1, -1)):
+            rows += [f"k,random[draw={j}],{ratio},4,{s},{(70 + a + b) / 100},1,1,cpu" for s, b in ((0, 0), (1, 2))]
+        rows += [f"k,x,{ratio},4,{s},{(73 + b) / 100},1,1,cpu" for s, b in ((0, 0), (1, 2))]
+        rows += [f"k,random,{ratio},4,{s},{(69 + b) / 100},1,1,cpu" for s, b in ((0, 0), (1, 2))]
+    (tmp_path / "results.csv").write_text("\n".join(rows) + "\n")
+    script = str(Path(__file__).parents[1] / "scripts" / "draw_spread.py")
+    old = sys.argv
+    try:
+        sys.argv = [script, str(tmp_path), "--compare", f"{tmp_path}:x"]
+        with pytest.raises(SystemExit) as e:
+            runpy.run_path(script, run_name="__main__")
+    finally:
+        sys.argv = old
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert "4 fixed draws × U-Net seeds [0, 1]" in out
+    assert f"| 5 % | 71.00 | {math.sqrt(4 / 3):.2f} [" in out and "| mean of 5/10 % | 71.00 |" in out
+    assert "| 0.00 | 0 |" in out                           # sd_train 0, draw effect certain
+    assert "| mean | 2 | +3.00 [+3.00, +3.00] | +2.6 |" in out   # x: 3 points = 2.6 sd_draw
+    assert "| mean | 2 | -1.00 [-1.00, -1.00] |" in out          # plain random's rows, 1 below the draws here

@@ -141,3 +141,51 @@ def strategy_order(name: str) -> tuple[int, str]:
 def _order(item: tuple[tuple[str, float], Any]) -> tuple:
     (strategy, ratio), _ = item
     return (*strategy_order(strategy), ratio)
+
+
+@dataclass
+class DrawSpread:
+    """How much the choice of a pick set moves a metric, against training noise: a two-way table of
+    ``J`` fixed draws × ``S`` training seeds, one value per run, split by the additive model
+    y_js = μ + a_j + b_s + e_js (draw effect a, seed effect b, residual e)."""
+
+    n_draws: int
+    n_seeds: int
+    mean: float
+    sd_draw: float          # sqrt of the draw variance component, (MS_draw − MS_res)/S floored at 0
+    sd_draw_lo: float       # 95 % percentile interval over draws resampled with replacement
+    sd_draw_hi: float
+    sd_train: float         # sqrt(MS_res): one training's noise around its set's and seed's means
+    p_draw: float           # F test of "no draw effect" (MS_draw / MS_res)
+    seed_means: np.ndarray  # (S,) the mean over draws at each seed, to pair another strategy's runs on
+
+
+def _draw_components(Y: np.ndarray) -> tuple[float, float, float, float]:
+    """(sd_draw, sd_train, F, grand mean) of a complete (J, S) table."""
+    J, S = Y.shape
+    m = Y.mean()
+    rows = Y.mean(axis=1, keepdims=True)  # (J, 1)
+    cols = Y.mean(axis=0, keepdims=True)  # (1, S)
+    ms_draw = S * float(((rows - m) ** 2).sum()) / (J - 1)
+    ms_res = float(((Y - rows - cols + m) ** 2).sum()) / ((J - 1) * (S - 1))
+    var_draw = max(0.0, (ms_draw - ms_res) / S)
+    f = ms_draw / ms_res if ms_res > 0 else math.inf
+    return math.sqrt(var_draw), math.sqrt(ms_res), f, float(m)
+
+
+def draw_spread(table: np.ndarray, n_boot: int = 2000, seed: int = 0) -> DrawSpread:
+    """Variance components of ``table`` (J draws × S seeds, finite, J >= 2 and S >= 2): see
+    :class:`DrawSpread`. The interval resamples whole draws (rows) ``n_boot`` times, so it reflects how
+    few draws there are; with J = 8 it is wide, and it says so rather than hiding it."""
+    Y = np.asarray(table, dtype=np.float64)
+    if Y.ndim != 2 or Y.shape[0] < 2 or Y.shape[1] < 2 or not np.isfinite(Y).all():
+        raise ValueError(f"draw_spread needs a finite table of at least 2 draws × 2 seeds, got shape {Y.shape}")
+    from scipy.stats import f as f_dist
+
+    J, S = Y.shape
+    sd_draw, sd_train, F, m = _draw_components(Y)
+    rng = np.random.default_rng(seed)
+    boot = np.array([_draw_components(Y[rng.integers(0, J, J)])[0] for _ in range(n_boot)])  # (n_boot,)
+    lo, hi = np.percentile(boot, [2.5, 97.5])
+    p = float(f_dist.sf(F, J - 1, (J - 1) * (S - 1))) if math.isfinite(F) else 0.0
+    return DrawSpread(J, S, m, sd_draw, float(lo), float(hi), sd_train, p, Y.mean(axis=0))

@@ -1,0 +1,116 @@
+"""How much does the choice of a pick set move Dice, against the U-Net's training noise?
+
+Reads a benchmark folder with ``random[draw=j]`` rows (fixed draws: the same images for every seed, so
+the seed changes only the training) and splits Dice, per ratio and for the mean over the ratios (issue
+4's measure), into the spread between pick sets (sd_draw) and the training noise (sd_train); see
+``coldseg.bench.stats.draw_spread``. It then says how many sd_draw a gain of ``--target`` points is, and
+so which top share of random sets of that size a selector would have to pick to show it, and the
+expected best of the draws run. ``--compare FOLDER:STRATEGY`` places another strategy's runs (same
+split and settings, seeds in common) against the average draw at the same U-Net seed.
+
+    python scripts/draw_spread.py docs/results/isic2017_cpu64_validation_draws_s1000 \\
+        --compare docs/results/isic2017_cpu64_validation_backbone_s1000_e18:herding
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+from scipy.stats import norm
+
+from coldseg.bench import results as R
+from coldseg.bench.stats import draw_spread, t_interval
+
+DRAW = re.compile(r"^random\[draw=(\d+)\]$")
+MEAN = "mean"
+
+
+def draw_tables(rows: list[dict], metric: str = "dice") -> tuple[dict, list[int], list[int]]:
+    """{ratio or MEAN: (J, S) table ×100} over the draws and seeds complete at every ratio, the
+    draws and the seeds used."""
+    cell = {}
+    for r in rows:
+        m = DRAW.match(r["strategy"])
+        if m and math.isfinite(r[metric]):
+            cell[(R.norm_ratio(r["ratio"]), int(m.group(1)), int(r["seed"]))] = 100.0 * r[metric]
+    ratios = sorted({k[0] for k in cell})
+    draws = sorted({k[1] for k in cell})
+    seeds = sorted({k[2] for k in cell})
+    seeds = [s for s in seeds if all((q, j, s) in cell for q in ratios for j in draws)]
+    draws = [j for j in draws if all((q, j, s) in cell for q in ratios for s in seeds)]
+    if len(draws) < 2 or len(seeds) < 2:
+        raise SystemExit(f"draw_spread: need >= 2 draws × 2 seeds complete at every ratio, have {len(draws)} "
+                         f"draws on {len(seeds)} seeds; run `coldseg benchmark ... --strategies "
+                         "random[draw=1],random[draw=2],...` on that folder")
+    tables = {q: np.array([[cell[(q, j, s)] for s in seeds] for j in draws]) for q in ratios}
+    tables[MEAN] = np.mean([tables[q] for q in ratios], axis=0)
+    return tables, draws, seeds
+
+
+def strategy_runs(folder: Path, strategy: str, seeds: list[int], ratios: list[float],
+                  metric: str = "dice") -> dict:
+    """{ratio or MEAN: {seed: value ×100}} of ``strategy`` in ``folder`` for the given seeds."""
+    rows = [r for r in R.read_results(folder) if r["strategy"] == strategy and int(r["seed"]) in seeds]
+    by = {(R.norm_ratio(r["ratio"]), int(r["seed"])): 100.0 * r[metric] for r in rows}
+    out = {q: {s: by[(q, s)] for s in seeds if (q, s) in by} for q in ratios}
+    out[MEAN] = {s: float(np.mean([by[(q, s)] for q in ratios])) for s in seeds
+                 if all((q, s) in by for q in ratios)}
+    return out
+
+
+def expected_max(k: int) -> float:
+    """E[max of k standard normals], by integration (k draws' best, in units of sd_draw)."""
+    x = np.linspace(-8, 8, 16001)
+    return float(np.trapezoid(x * k * norm.pdf(x) * norm.cdf(x) ** (k - 1), x))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("folder", type=Path)
+    ap.add_argument("--target", type=float, default=1.0, help="gain in Dice points to place (default 1.0)")
+    ap.add_argument("--compare", action="append", default=[], metavar="FOLDER:STRATEGY",
+                    help="another folder's strategy, same split and settings, paired on U-Net seed")
+    args = ap.parse_args(argv)
+    if not (args.folder / R.RESULTS).exists():
+        raise SystemExit(f"draw_spread: {args.folder / R.RESULTS} does not exist; give a benchmark folder")
+    rows = R.read_results(args.folder)
+    tables, draws, seeds = draw_tables(rows)
+    ratios = [q for q in tables if q != MEAN]
+    print(f"{args.folder}: {len(draws)} fixed draws × U-Net seeds {seeds}, Dice points (×100)\n")
+    print("| ratio | mean Dice | sd_draw [95 %] | sd_train | draw effect p | "
+          f"+{args.target:g} in sd_draw (top share of sets) | best of {len(draws)} expected |")
+    print("|---|---|---|---|---|---|---|")
+    spreads = {}
+    for q, Y in tables.items():
+        d = spreads[q] = draw_spread(Y)
+        label = "mean of " + "/".join(R.fmt_ratio(r) for r in ratios) + " %" if q == MEAN else f"{R.fmt_ratio(q)} %"
+        z = args.target / d.sd_draw if d.sd_draw > 0 else math.inf
+        share = f"{100 * norm.sf(z):.2g} %" if math.isfinite(z) else "none"
+        print(f"| {label} | {d.mean:.2f} | {d.sd_draw:.2f} [{d.sd_draw_lo:.2f}, {d.sd_draw_hi:.2f}] | "
+              f"{d.sd_train:.2f} | {d.p_draw:.2g} | {z:.1f} ({share}) | +{expected_max(len(draws)) * d.sd_draw:.2f} |")
+    plain = strategy_runs(args.folder, "random", seeds, ratios)
+    for spec in [f"{args.folder}:random"] + args.compare:
+        path, _, strategy = spec.rpartition(":")
+        if not path or not strategy:
+            raise SystemExit(f"draw_spread: --compare {spec!r} is not FOLDER:STRATEGY")
+        runs = plain if spec == f"{args.folder}:random" else strategy_runs(Path(path), strategy, seeds, ratios)
+        print(f"\n{strategy} ({path}) against the average draw at the same U-Net seed:")
+        print("| ratio | seeds | gain [95 %] | in sd_draw |\n|---|---|---|---|")
+        for q, d in spreads.items():
+            got = runs[q]
+            diffs = [v - d.seed_means[seeds.index(s)] for s, v in sorted(got.items())]
+            if not diffs:
+                continue
+            mean, lo, hi, n = t_interval(diffs)
+            label = "mean" if q == MEAN else f"{R.fmt_ratio(q)} %"
+            zs = f"{mean / d.sd_draw:+.1f}" if d.sd_draw > 0 else "n/a"
+            print(f"| {label} | {n} | {mean:+.2f} [{lo:+.2f}, {hi:+.2f}] | {zs} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
