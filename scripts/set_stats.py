@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import spearmanr
 
-from coldseg.bench.causes import (STATS, correlations, encoded_r2, load_folder, markdown, measure_runs,
-                                  plot_causes, strategy_means, to_json)
+from coldseg.bench.causes import (FEATURE_STATS, STATS, correlations, encoded_r2, load_folder, markdown,
+                                  measure_runs, plot_causes, strategy_means, to_json)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     panels = []
     for folder in a.folders:
         try:
-            runs, ids, features_of, fg, contrast = load_folder(folder, a.data)
+            runs, ids, features_of, fg, contrast = load_folder(folder, a.data, missing_features="skip")
             rows = measure_runs(runs, ids, features_of, fg, contrast)
         except ValueError as err:
             print(f"set_stats: {err}", file=sys.stderr)
@@ -45,8 +45,12 @@ def main(argv: list[str] | None = None) -> int:
             print(to_json(corrs))
             continue
         seeds = sorted({int(r["seed"]) for r in runs})
-        encoders = {id(features_of(s)): features_of(s) for s in seeds}
-        r2 = ", ".join(f"{encoded_r2(X, fg):+.2f}" for X in encoders.values())
+        encoders = {id(X): X for X in map(features_of, seeds) if X is not None}
+        r2 = ", ".join(f"{encoded_r2(X, fg):+.2f}" for X in encoders.values()) or "n/a"
+        lacking = [s for s in seeds if features_of(s) is None]
+        if lacking:
+            print(f"set_stats: {folder / 'features'} lacks the features of seeds {lacking}: their runs' "
+                  f"label-free feature measures ({', '.join(FEATURE_STATS)}) are nan", file=sys.stderr)
         print(f"## {folder.name}\n\n{markdown(corrs)}\n\n{strategy_means(rows, STATS)}\n\n"
               f"Foreground fraction from the features (cross-validated ridge R^2, per encoder): {r2}\n")
         conf = confidence_lines(folder, fg, contrast)

@@ -118,6 +118,12 @@ def test_load_folder_rebuilds_the_split_and_refuses_other_data(tmp_path):
     runs, pool_ids, features_of, fg, contrast = load_folder(folder, data)
     assert len(pool_ids) == 16 and fg.shape == (16,) and features_of(0).shape == (16, 4)
     assert set(pool_ids) <= set(ids) and 0 < fg.mean() < 1
+    with pytest.raises(ValueError, match="moco-seed1.npy is missing"):      # seed 1's encoder was never saved
+        features_of(1)
+    skip_features_of = load_folder(folder, data, missing_features="skip")[2]
+    assert skip_features_of(1) is None and skip_features_of(0).shape == (16, 4)
+    with pytest.raises(ValueError, match="'error' or 'skip'"):
+        load_folder(folder, data, missing_features="ignore")
     (data / "images" / "im00.png").unlink()
     (data / "masks" / "im00.png").unlink()
     with pytest.raises(ValueError, match="other images"):
@@ -133,3 +139,22 @@ def test_plot_causes_draws_one_row_per_folder(tmp_path):
     path = plot_causes(tmp_path / "sub" / "causes.png", [("one", rows), ("two", rows)])
     w, h = Image.open(path).size
     assert h > w / 2 and path.stat().st_size > 10_000          # 2 rows x 3 columns of panels
+
+
+def test_runs_without_features_keep_their_label_measures():
+    """A folder of random draws whose features are absent: cover/density/mmd are nan, correlations of
+    the label-based measures still come out (over every run), the feature ones say n/a."""
+    rng = np.random.default_rng(1)
+    ids = [f"im{i}" for i in range(60)]
+    fg = rng.uniform(0, 0.4, 60)
+    runs = [{"strategy": f"random[draw={j}]", "ratio": r, "seed": s, "ids": list(rng.choice(ids, 6, replace=False))}
+            for r in (5.0, 10.0) for s in range(2) for j in range(6)]
+    pos = {i: k for k, i in enumerate(ids)}
+    for run in runs:                                      # Dice follows the picks' foreground
+        run["dice"] = 0.3 + fg[[pos[i] for i in run["ids"]]].mean()
+    rows = measure_runs(runs, ids, lambda seed: None, fg, np.ones(60))
+    assert all(np.isnan(r["cover"]) and np.isfinite(r["fg"]) for r in rows)
+    corrs = {(c.stat, c.ratio): c for c in correlations(rows, ["cover", "fg"], boot=50)}
+    assert corrs[("fg", None)].r == pytest.approx(1.0) and corrs[("fg", None)].n == 24
+    assert corrs[("cover", None)].n == 0
+    assert "| cover | n/a (no features) |" in markdown(list(corrs.values()))

@@ -40,7 +40,8 @@ import numpy as np
 from coldseg.bench import results as R
 
 SMALL_FOREGROUND = 0.05
-STATS = ("cover", "density", "mmd", "fg", "small", "contrast")
+FEATURE_STATS = ("cover", "density", "mmd")
+STATS = (*FEATURE_STATS, "fg", "small", "contrast")
 LABEL_BASED = ("fg", "small")
 
 
@@ -82,6 +83,8 @@ def correlation(x: np.ndarray, y: np.ndarray, *, boot: int = 1000, seed: int = 0
         sa, sb = a.std(), b.std()
         return float(((a - a.mean()) * (b - b.mean())).mean() / (sa * sb)) if sa > 0 and sb > 0 else float("nan")
 
+    if len(x) < 2:                                     # no runs with this measure (no features)
+        return (float("nan"),) * 3
     r = r_of(x, y)
     if not np.isfinite(r) or len(x) < 3:
         return r, float("nan"), float("nan")
@@ -94,11 +97,12 @@ def correlation(x: np.ndarray, y: np.ndarray, *, boot: int = 1000, seed: int = 0
 
 def correlations(rows: Sequence[dict[str, Any]], stats: Sequence[str], *, boot: int = 1000
                  ) -> list[Correlation]:
-    """For each stat: the within-(ratio, seed) correlation with Dice, all ratios pooled and per ratio."""
-    c = centred_within(rows, (*stats, "dice"))
+    """For each stat: the within-(ratio, seed) correlation with Dice, all ratios pooled and per ratio,
+    over the runs where the stat is known (a feature measure is nan where the features were absent)."""
     out = []
-    ratios = sorted(set(c["ratio"].tolist()))
+    ratios = sorted({float(r["ratio"]) for r in rows})
     for stat in stats:
+        c = centred_within([r for r in rows if np.isfinite(r[stat])], (stat, "dice"))
         for ratio in (None, *ratios):
             m = np.ones(len(c["dice"]), bool) if ratio is None else c["ratio"] == ratio
             r, low, high = correlation(c[stat][m], c["dice"][m], boot=boot)
@@ -146,7 +150,8 @@ def measure_runs(runs: Sequence[dict[str, Any]], pool_ids: Sequence[str], featur
                  fg: np.ndarray, contrast: np.ndarray) -> list[dict[str, Any]]:
     """One row per non-full run: strategy, ratio, seed, dice and every measure of its picked set.
 
-    ``features_of(seed)`` gives the pool features the run selected from (rows in ``pool_ids`` order).
+    ``features_of(seed)`` gives the pool features the run selected from (rows in ``pool_ids`` order), or
+    None where they are not at hand: that run's ``FEATURE_STATS`` are then nan.
     """
     pos = {i: j for j, i in enumerate(pool_ids)}
     cache: dict[int, FeatureMeasures] = {}
@@ -160,21 +165,30 @@ def measure_runs(runs: Sequence[dict[str, Any]], pool_ids: Sequence[str], featur
                              f"the pool ({missing[:3]}...): the folder's settings do not rebuild its split")
         picks = np.array([pos[i] for i in run["ids"]], dtype=np.int64)
         X = features_of(int(run["seed"]))
-        key = id(X)
-        if key not in cache:
-            cache[key] = FeatureMeasures(X)
+        if X is None:                      # features absent: the label-free feature measures are unknown
+            measured = dict.fromkeys(FEATURE_STATS, float("nan"))
+        else:
+            key = id(X)
+            if key not in cache:
+                cache[key] = FeatureMeasures(X)
+            measured = cache[key](picks)
         rows.append({"strategy": run["strategy"], "ratio": float(run["ratio"]), "seed": int(run["seed"]),
-                     "dice": 100.0 * float(run["dice"]), **cache[key](picks), **mask_measures(fg, picks),
+                     "dice": 100.0 * float(run["dice"]), **measured, **mask_measures(fg, picks),
                      "contrast": float(contrast[picks].mean())})
     return rows
 
 
-def load_folder(folder: str | Path, data_dir: str | Path | None = None
-                ) -> tuple[list[dict[str, Any]], list[str], Callable[[int], np.ndarray], np.ndarray, np.ndarray]:
+def load_folder(folder: str | Path, data_dir: str | Path | None = None, *, missing_features: str = "error"
+                ) -> tuple[list[dict[str, Any]], list[str], Callable[[int], np.ndarray | None], np.ndarray, np.ndarray]:
     """(runs, pool ids, features_of, fg, contrast) of a benchmark folder, its split rebuilt from settings.json.
 
     ``data_dir`` replaces the dataset path recorded in settings.json (a folder made on another machine).
+    ``missing_features="skip"``: ``features_of`` gives None where the folder's feature file is absent (a
+    folder of ``random`` runs only, or features/ not carried over), so only the label-based and image
+    measures are read; the default raises, naming the file.
     """
+    if missing_features not in ("error", "skip"):
+        raise ValueError(f"missing_features={missing_features!r}: 'error' or 'skip'")
     from coldseg.bench.sweep import BenchmarkConfig, evaluation_split
     from coldseg.data.pairs import load_pairs
 
@@ -202,11 +216,13 @@ def load_folder(folder: str | Path, data_dir: str | Path | None = None
     kind = st.get("features", "moco")
     loaded: dict[int, np.ndarray] = {}
 
-    def features_of(seed: int) -> np.ndarray:
+    def features_of(seed: int) -> np.ndarray | None:
         f = seed % F if F else seed
         if f not in loaded:
             path = folder / "features" / f"{kind}-seed{f}.npy"
             if not path.is_file():
+                if missing_features == "skip":
+                    return None
                 raise ValueError(f"{path} is missing: the folder's features are needed to measure its picks")
             loaded[f] = np.load(path)
         return loaded[f]
@@ -237,9 +253,10 @@ def markdown(corrs: Sequence[Correlation]) -> str:
         by_stat[c.stat][c.ratio] = c
     for stat, cells in by_stat.items():
         name = f"{stat} (labels)" if stat in LABEL_BASED else stat
-        row = [f"{c.r:+.2f} [{c.low:+.2f}, {c.high:+.2f}]" for c in (cells[k] for k in (None, *ratios))]
+        row = [f"{c.r:+.2f} [{c.low:+.2f}, {c.high:+.2f}]" if c.n else "n/a (no features)"
+               for c in (cells[k] for k in (None, *ratios))]
         lines.append(f"| {name} | " + " | ".join(row) + " |")
-    n = next(c.n for c in corrs if c.ratio is None)
+    n = max(c.n for c in corrs if c.ratio is None)
     lines.append(f"\nPearson r with Dice inside (ratio, seed) groups, {n} runs; [95 % bootstrap interval].")
     return "\n".join(lines)
 
@@ -271,11 +288,11 @@ def plot_causes(path: str | Path, panels: Sequence[tuple[str, Sequence[dict[str,
     fig, axes = plt.subplots(len(panels), len(stats), figsize=(3.2 * len(stats), 2.8 * len(panels)),
                              squeeze=False)
     for i, (title, rows) in enumerate(panels):
-        kept = [r for r in rows if all(np.isfinite(r[s]) for s in stats)]
-        c = centred_within(kept, (*stats, "dice"))
-        names = [kept[int(i)]["strategy"] for i in c["row"]]
         for j, stat in enumerate(stats):
             ax = axes[i][j]
+            kept = [r for r in rows if np.isfinite(r[stat])]     # a measure without features is nan
+            c = centred_within(kept, (stat, "dice"))
+            names = [kept[int(k)]["strategy"] for k in c["row"]]
             x, y = c[stat], c["dice"]
             ax.scatter(x, y, s=7, c=[colours[n] for n in names], alpha=0.7, linewidths=0)
             r, low, high = correlation(x, y, boot=200)
