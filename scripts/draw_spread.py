@@ -38,10 +38,17 @@ def draw_tables(rows: list[dict], metric: str = "dice") -> tuple[dict, list[int]
         if m and math.isfinite(r[metric]):
             cell[(R.norm_ratio(r["ratio"]), int(m.group(1)), int(r["seed"]))] = 100.0 * r[metric]
     ratios = sorted({k[0] for k in cell})
-    draws = sorted({k[1] for k in cell})
-    seeds = sorted({k[2] for k in cell})
-    seeds = [s for s in seeds if all((q, j, s) in cell for q in ratios for j in draws)]
-    draws = [j for j in draws if all((q, j, s) in cell for q in ratios for s in seeds)]
+    all_draws = sorted({k[1] for k in cell})
+    all_seeds = sorted({k[2] for k in cell})
+
+    def complete(draws, seeds):
+        return all((q, j, s) in cell for q in ratios for j in draws for s in seeds)
+
+    # the larger complete table: every seed on the draws that have them all (a sweep still running),
+    # or every draw on the seeds they all have
+    a = ([j for j in all_draws if complete([j], all_seeds)], all_seeds)
+    b = (all_draws, [s for s in all_seeds if complete(all_draws, [s])])
+    draws, seeds = max(a, b, key=lambda t: len(t[0]) * len(t[1]))
     if len(draws) < 2 or len(seeds) < 2:
         raise SystemExit(f"draw_spread: need >= 2 draws × 2 seeds complete at every ratio, have {len(draws)} "
                          f"draws on {len(seeds)} seeds; run `coldseg benchmark ... --strategies "
@@ -80,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = R.read_results(args.folder)
     tables, draws, seeds = draw_tables(rows)
     ratios = [q for q in tables if q != MEAN]
-    print(f"{args.folder}: {len(draws)} fixed draws × U-Net seeds {seeds}, Dice points (×100)\n")
+    print(f"{args.folder}: {len(draws)} fixed draws {draws} × U-Net seeds {seeds}, Dice points (×100)\n")
     print("| ratio | mean Dice | sd_draw [95 %] | sd_train | draw effect p | "
           f"+{args.target:g} in sd_draw (top share of sets) | best of {len(draws)} expected |")
     print("|---|---|---|---|---|---|---|")

@@ -193,6 +193,7 @@ def test_draw_spread_script_splits_sets_from_training_and_places_a_strategy(tmp_
             rows += [f"k,random[draw={j}],{ratio},4,{s},{(70 + a + b) / 100},1,1,cpu" for s, b in ((0, 0), (1, 2))]
         rows += [f"k,x,{ratio},4,{s},{(73 + b) / 100},1,1,cpu" for s, b in ((0, 0), (1, 2))]
         rows += [f"k,random,{ratio},4,{s},{(69 + b) / 100},1,1,cpu" for s, b in ((0, 0), (1, 2))]
+        rows.append(f"k,random[draw=5],{ratio},4,0,0.5,1,1,cpu")   # a draw still running: left out
     (tmp_path / "results.csv").write_text("\n".join(rows) + "\n")
     script = str(Path(__file__).parents[1] / "scripts" / "draw_spread.py")
     old = sys.argv
@@ -204,7 +205,7 @@ def test_draw_spread_script_splits_sets_from_training_and_places_a_strategy(tmp_
         sys.argv = old
     assert e.value.code == 0
     out = capsys.readouterr().out
-    assert "4 fixed draws × U-Net seeds [0, 1]" in out
+    assert "4 fixed draws [1, 2, 3, 4] × U-Net seeds [0, 1]" in out
     assert f"| 5 % | 71.00 | {math.sqrt(4 / 3):.2f} [" in out and "| mean of 5/10 % | 71.00 |" in out
     assert "| 0.00 | 0 |" in out                           # sd_train 0, draw effect certain
     assert "| mean | 2 | +3.00 [+3.00, +3.00] | +2.6 |" in out   # x: 3 points = 2.6 sd_draw
