@@ -9,7 +9,7 @@ expected best of the draws run. ``--compare FOLDER:STRATEGY`` places another str
 split and settings, seeds in common) against the average draw at the same U-Net seed.
 
     python scripts/draw_spread.py docs/results/isic2017_cpu64_validation_draws_s1000 \\
-        --compare docs/results/isic2017_cpu64_validation_backbone_s1000_e18:herding
+        --compare docs/results/isic2017_cpu64_validation_backbone_s1000_e18:herding [--figure PNG]
 """
 from __future__ import annotations
 
@@ -75,12 +75,52 @@ def expected_max(k: int) -> float:
     return float(np.trapezoid(x * k * norm.pdf(x) * norm.cdf(x) ** (k - 1), x))
 
 
+def plot(path: Path, title: str, tables: dict, spreads: dict, placed: dict[str, dict], seeds: list[int],
+         target: float) -> Path:
+    """Dice of each fixed draw (mean over the U-Net seeds) minus the average draw at each ratio, a grey
+    dot per draw; each compared strategy's runs the same way (coloured); the +target line."""
+    from coldseg.report.plots import plt
+
+    ratios = [q for q in tables if q != MEAN]
+    fig, ax = plt.subplots(figsize=(2.4 + 1.3 * len(ratios), 4.6))
+    for i, q in enumerate(ratios):
+        Y = tables[q] - spreads[q].seed_means          # (J, S) against the average draw at each seed
+        rows = Y.mean(axis=1)                           # (J,)
+        ax.scatter(np.full(len(rows), i) + np.linspace(-0.12, 0.12, len(rows)), rows, s=18, color="grey",
+                   label="fixed random draws" if i == 0 else None, zorder=2)
+        ax.errorbar(i - 0.22, 0, yerr=1.96 * spreads[q].sd_draw, fmt="_", color="black", capsize=3,
+                    label="±1.96 sd_draw" if i == 0 else None)
+    colours = plt.get_cmap("tab10")
+    for k, (name, runs) in enumerate(placed.items()):
+        xs, ys = [], []
+        for i, q in enumerate(ratios):
+            got = runs.get(q, {})
+            d = [v - spreads[q].seed_means[seeds.index(s)] for s, v in got.items()]
+            if d:
+                xs.append(i + 0.22 + 0.05 * k)
+                ys.append(float(np.mean(d)))
+        ax.scatter(xs, ys, s=30, marker="D", color=colours(k % 10), label=name, zorder=3)
+    ax.axhline(0, color="grey", lw=0.6)
+    ax.axhline(target, color="tab:red", lw=1, ls="--", label=f"+{target:g} (issue 4)")
+    ax.set_xticks(range(len(ratios)), [f"{R.fmt_ratio(q)} %" for q in ratios])
+    ax.set_ylabel("Dice − average draw (points)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2, frameon=False)
+    ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("folder", type=Path)
     ap.add_argument("--target", type=float, default=1.0, help="gain in Dice points to place (default 1.0)")
     ap.add_argument("--compare", action="append", default=[], metavar="FOLDER:STRATEGY",
                     help="another folder's strategy, same split and settings, paired on U-Net seed")
+    ap.add_argument("--figure", type=Path, default=None, help="also draw the draws and the compared runs (PNG)")
     args = ap.parse_args(argv)
     if not (args.folder / R.RESULTS).exists():
         raise SystemExit(f"draw_spread: {args.folder / R.RESULTS} does not exist; give a benchmark folder")
@@ -100,11 +140,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {label} | {d.mean:.2f} | {d.sd_draw:.2f} [{d.sd_draw_lo:.2f}, {d.sd_draw_hi:.2f}] | "
               f"{d.sd_train:.2f} | {d.p_draw:.2g} | {z:.1f} ({share}) | +{expected_max(len(draws)) * d.sd_draw:.2f} |")
     plain = strategy_runs(args.folder, "random", seeds, ratios)
+    placed = {}
     for spec in [f"{args.folder}:random"] + args.compare:
         path, _, strategy = spec.rpartition(":")
         if not path or not strategy:
             raise SystemExit(f"draw_spread: --compare {spec!r} is not FOLDER:STRATEGY")
         runs = plain if spec == f"{args.folder}:random" else strategy_runs(Path(path), strategy, seeds, ratios)
+        placed[f"{strategy} ({Path(path).name})"] = runs
         print(f"\n{strategy} ({path}) against the average draw at the same U-Net seed:")
         print("| ratio | seeds | gain [95 %] | in sd_draw |\n|---|---|---|---|")
         for q, d in spreads.items():
@@ -116,6 +158,9 @@ def main(argv: list[str] | None = None) -> int:
             label = "mean" if q == MEAN else f"{R.fmt_ratio(q)} %"
             zs = f"{mean / d.sd_draw:+.1f}" if d.sd_draw > 0 else "n/a"
             print(f"| {label} | {n} | {mean:+.2f} [{lo:+.2f}, {hi:+.2f}] | {zs} |")
+    if args.figure:
+        title = f"{args.folder.name}: {len(draws)} draws × {len(seeds)} U-Net seeds"
+        print(f"\nfigure: {plot(args.figure, title, tables, spreads, placed, seeds, args.target)}")
     return 0
 
 

@@ -198,7 +198,7 @@ def test_draw_spread_script_splits_sets_from_training_and_places_a_strategy(tmp_
     script = str(Path(__file__).parents[1] / "scripts" / "draw_spread.py")
     old = sys.argv
     try:
-        sys.argv = [script, str(tmp_path), "--compare", f"{tmp_path}:x"]
+        sys.argv = [script, str(tmp_path), "--compare", f"{tmp_path}:x", "--figure", str(tmp_path / "d.png")]
         with pytest.raises(SystemExit) as e:
             runpy.run_path(script, run_name="__main__")
     finally:
@@ -210,3 +210,4 @@ def test_draw_spread_script_splits_sets_from_training_and_places_a_strategy(tmp_
     assert "| 0.00 | 0 |" in out                           # sd_train 0, draw effect certain
     assert "| mean | 2 | +3.00 [+3.00, +3.00] | +2.6 |" in out   # x: 3 points = 2.6 sd_draw
     assert "| mean | 2 | -1.00 [-1.00, -1.00] |" in out          # plain random's rows, 1 below the draws here
+    assert (tmp_path / "d.png").stat().st_size > 10_000
