@@ -139,13 +139,17 @@ def main(argv: list[str] | None = None) -> int:
         share = f"{100 * norm.sf(z):.2g} %" if math.isfinite(z) else "none"
         print(f"| {label} | {d.mean:.2f} | {d.sd_draw:.2f} [{d.sd_draw_lo:.2f}, {d.sd_draw_hi:.2f}] | "
               f"{d.sd_train:.2f} | {d.p_draw:.2g} | {z:.1f} ({share}) | +{expected_max(len(draws)) * d.sd_draw:.2f} |")
-    plain = strategy_runs(args.folder, "random", seeds, ratios)
     placed = {}
-    for spec in [f"{args.folder}:random"] + args.compare:
+    for spec in [f"{args.folder}:random"] + args.compare:   # the folder's own plain random draws first
         path, _, strategy = spec.rpartition(":")
         if not path or not strategy:
             raise SystemExit(f"draw_spread: --compare {spec!r} is not FOLDER:STRATEGY")
-        runs = plain if spec == f"{args.folder}:random" else strategy_runs(Path(path), strategy, seeds, ratios)
+        runs = strategy_runs(Path(path), strategy, seeds, ratios)
+        if not any(runs.values()):
+            if spec == f"{args.folder}:random":
+                continue
+            raise SystemExit(f"draw_spread: --compare {spec!r}: {path} has no `{strategy}` runs with U-Net "
+                             f"seeds {seeds} at ratios {[R.fmt_ratio(q) for q in ratios]}")
         placed[f"{strategy} ({Path(path).name})"] = runs
         print(f"\n{strategy} ({path}) against the average draw at the same U-Net seed:")
         print("| ratio | seeds | gain [95 %] | in sd_draw |\n|---|---|---|---|")

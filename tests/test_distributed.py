@@ -211,4 +211,3 @@ def test_another_layer_reuses_the_distributed_training(launched):
 
 if __name__ == "__main__":
     sys.exit(_worker(sys.argv[1:]))
-

@@ -211,3 +211,9 @@ def test_draw_spread_script_splits_sets_from_training_and_places_a_strategy(tmp_
     assert "| mean | 2 | +3.00 [+3.00, +3.00] | +2.6 |" in out   # x: 3 points = 2.6 sd_draw
     assert "| mean | 2 | -1.00 [-1.00, -1.00] |" in out          # plain random's rows, 1 below the draws here
     assert (tmp_path / "d.png").stat().st_size > 10_000
+    sys.argv = [script, str(tmp_path), "--compare", f"{tmp_path}:absent"]
+    try:
+        with pytest.raises(SystemExit, match="has no `absent` runs with U-Net seeds"):
+            runpy.run_path(script, run_name="__main__")
+    finally:
+        sys.argv = old
