@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import re
 import sys
 from pathlib import Path
 
@@ -23,40 +22,7 @@ import numpy as np
 from scipy.stats import norm
 
 from coldseg.bench import results as R
-from coldseg.bench.stats import draw_spread, t_interval
-
-DRAW = re.compile(r"^random\[draw=(\d+)\]$")
-MEAN = "mean"
-
-
-def draw_tables(rows: list[dict], metric: str = "dice") -> tuple[dict, list[int], list[int]]:
-    """{ratio or MEAN: (J, S) table ×100} over the draws and seeds complete at every ratio, the
-    draws and the seeds used."""
-    cell = {}
-    for r in rows:
-        m = DRAW.match(r["strategy"])
-        if m and math.isfinite(r[metric]):
-            cell[(R.norm_ratio(r["ratio"]), int(m.group(1)), int(r["seed"]))] = 100.0 * r[metric]
-    ratios = sorted({k[0] for k in cell})
-    all_draws = sorted({k[1] for k in cell})
-    all_seeds = sorted({k[2] for k in cell})
-
-    def complete(draws, seeds):
-        return all((q, j, s) in cell for q in ratios for j in draws for s in seeds)
-
-    # the larger complete table: every seed on the draws that have them all (a sweep still running),
-    # or every draw on the seeds they all have
-    a = ([j for j in all_draws if complete([j], all_seeds)], all_seeds)
-    b = (all_draws, [s for s in all_seeds if complete(all_draws, [s])])
-    draws, seeds = max(a, b, key=lambda t: len(t[0]) * len(t[1]))
-    if len(draws) < 2 or len(seeds) < 2:
-        raise SystemExit(f"draw_spread: need >= 2 draws × 2 seeds complete at every ratio, have {len(draws)} "
-                         f"draws on {len(seeds)} seeds; run `coldseg benchmark ... --strategies "
-                         "random[draw=1],random[draw=2],...` on that folder")
-    tables = {q: np.array([[cell[(q, j, s)] for s in seeds] for j in draws]) for q in ratios}
-    tables[MEAN] = np.mean([tables[q] for q in ratios], axis=0)
-    return tables, draws, seeds
-
+from coldseg.bench.stats import MEAN, draw_spread, draw_tables, t_interval
 
 def strategy_runs(folder: Path, strategy: str, seeds: list[int], ratios: list[float],
                   metric: str = "dice") -> dict:
@@ -125,7 +91,10 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.folder / R.RESULTS).exists():
         raise SystemExit(f"draw_spread: {args.folder / R.RESULTS} does not exist; give a benchmark folder")
     rows = R.read_results(args.folder)
-    tables, draws, seeds = draw_tables(rows)
+    try:
+        tables, draws, seeds = draw_tables(rows)
+    except ValueError as e:
+        raise SystemExit(f"draw_spread: {e}") from None
     ratios = [q for q in tables if q != MEAN]
     print(f"{args.folder}: {len(draws)} fixed draws {draws} × U-Net seeds {seeds}, Dice points (×100)\n")
     print("| ratio | mean Dice | sd_draw [95 %] | sd_train | draw effect p | "

@@ -217,3 +217,65 @@ def test_draw_spread_script_splits_sets_from_training_and_places_a_strategy(tmp_
             runpy.run_path(script, run_name="__main__")
     finally:
         sys.argv = old
+
+
+def test_pass_and_below_probabilities_match_a_simulation_of_the_check():
+    """The closed forms against the check itself, run on 200,000 simulated 5-seed experiments."""
+    import numpy as np
+    from scipy.stats import t
+
+    from coldseg.bench.stats import below_probability, pass_probability, seeds_needed
+
+    n, sd = 5, 1.4
+    rng = np.random.default_rng(0)
+    for g in (0.0, 0.6, 1.0, 1.8):
+        d = rng.normal(g, sd, (200_000, n))                                   # (reps, n) per-seed gains
+        mean, half = d.mean(axis=1), t.ppf(0.975, n - 1) * d.std(axis=1, ddof=1) / math.sqrt(n)
+        assert pass_probability(g, 1.0, sd, n) == pytest.approx((mean >= 1.0).mean(), abs=0.004)
+        assert below_probability(-g, sd, n) == pytest.approx((-mean + half < 0).mean(), abs=0.004)
+    assert pass_probability(1.0, 1.0, 0.3, 7) == pytest.approx(0.5)           # a true +1.0 passes half the time
+    for n_, sd_ in ((3, 0.5), (5, 2.0), (12, 1.0)):
+        assert below_probability(0.0, sd_, n_) == pytest.approx(0.025, abs=2e-4)
+    assert below_probability(3.0, 0.6, 5) < 1e-9 and below_probability(-3.0, 0.6, 5) > 1 - 1e-6   # no nan far out
+    k = seeds_needed(1.5, 1.0, 1.43)                                          # ceil((0.8416 * 1.43 / 0.5)^2) = 6
+    assert k == 6 and pass_probability(1.5, 1.0, 1.43, k) >= 0.8 > pass_probability(1.5, 1.0, 1.43, k - 1)
+    assert seeds_needed(1.0, 1.0, 1.0) is None and seeds_needed(0.2, 1.0, 1.0) is None
+    with pytest.raises(ValueError, match="sd > 0"):
+        pass_probability(1.0, 1.0, 0.0, 5)
+    with pytest.raises(ValueError, match="n >= 2"):
+        below_probability(0.0, 1.0, 1)
+
+
+def test_target_power_script_reads_a_measured_folder_and_a_draw_floor(tmp_path, capsys):
+    """scripts/target_power.py: per-seed gains 0, 2, 1, 1 (sd sqrt(2/3)) place a true +1.0 at one half;
+    fixed draws ±1 point with no training noise give a floor of sqrt(4/3)."""
+    import runpy
+    import sys
+    from pathlib import Path
+
+    (tmp_path / "m").mkdir()
+    measured = _folder(tmp_path / "m", "kvasir_seg", {r: [0.00, 0.02, 0.01, 0.01] for r in (5, 10, 20)})
+    draws = tmp_path / "d"
+    draws.mkdir()
+    rows = [HEADER]
+    for ratio in (5, 10, 20):
+        for j, a in zip((1, 2, 3, 4), (1, -1, 1, -1)):
+            rows += [f"k,random[draw={j}],{ratio},4,{s},{(70 + a + b) / 100},1,1,cpu" for s, b in ((0, 0), (1, 2))]
+    (draws / "results.csv").write_text("\n".join(rows) + "\n")
+    script = str(Path(__file__).parents[1] / "scripts" / "target_power.py")
+    old = sys.argv
+    try:
+        sys.argv = [script, f"{measured}:x", "--draws", str(draws), "--gains", "0,1,2", "--boot", "2000"]
+        with pytest.raises(SystemExit) as e:
+            runpy.run_path(script, run_name="__main__")
+        assert e.value.code == 0
+        out = capsys.readouterr().out
+        assert f"measured gain +1.00, sd of the per-seed gain {math.sqrt(2 / 3):.2f}" in out
+        assert "| +1.00 | 0.50 [" in out                      # a true +1.0 passes half the time
+        assert f"per-seed gain ≥ {math.sqrt(4 / 3):.2f}" in out
+        assert "with probability 0.32 (each cell 0.025" in out
+        sys.argv = [script, f"{measured}:absent"]
+        with pytest.raises(SystemExit, match="has 0 seeds where `absent` and random both ran"):
+            runpy.run_path(script, run_name="__main__")
+    finally:
+        sys.argv = old

@@ -7,12 +7,13 @@ Student-t interval over those per-seed differences.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Any, Iterable
 
 import numpy as np
 
-from coldseg.bench.results import FULL, rows_by
+from coldseg.bench.results import FULL, norm_ratio, rows_by
 
 METRICS = ("dice", "hd95")
 BASELINE = "random"
@@ -189,3 +190,84 @@ def draw_spread(table: np.ndarray, n_boot: int = 2000, seed: int = 0) -> DrawSpr
     lo, hi = np.percentile(boot, [2.5, 97.5])
     p = float(f_dist.sf(F, J - 1, (J - 1) * (S - 1))) if math.isfinite(F) else 0.0
     return DrawSpread(J, S, m, sd_draw, float(lo), float(hi), sd_train, p, Y.mean(axis=0))
+
+
+# ---- how often issue 4's check passes or fails a selector of a given true gain ------------------------
+# The check (coldseg.bench.target) reads n per-seed paired differences d_s (strategy − random, Dice
+# points): the gain passes when their mean is >= the target, and a ratio fails "never below" when its
+# two-sided 95 % t-interval lies entirely below 0. With d_s ~ Normal(g, sd) both are closed forms, so
+# a folder's measured sd says how often the check gives each verdict to a selector whose true gain is g.
+
+def pass_probability(true_gain: float, target: float, sd: float, n: int) -> float:
+    """P(mean of n Normal(true_gain, sd) differences >= target): the chance the gain check passes."""
+    if n < 1 or not sd > 0:
+        raise ValueError(f"pass_probability needs n >= 1 and sd > 0, got n={n}, sd={sd}")
+    from scipy.stats import norm
+
+    return float(norm.sf((target - true_gain) * math.sqrt(n) / sd))
+
+
+def below_probability(true_gain: float, sd: float, n: int, confidence: float = 0.95) -> float:
+    """P(the two-sided ``confidence`` t-interval of n Normal(true_gain, sd) differences lies entirely
+    below 0) = P(T <= −t_crit) for T non-central t (n − 1 df, non-centrality true_gain·√n/sd). At
+    true_gain = 0 it is (1 − confidence)/2 whatever sd and n: 2.5 % for a 95 % interval."""
+    if n < 2 or not sd > 0:
+        raise ValueError(f"below_probability needs n >= 2 and sd > 0, got n={n}, sd={sd}")
+    from scipy.stats import chi2, norm, t
+
+    df = n - 1
+    crit = float(t.ppf(0.5 + confidence / 2, df))
+    nc = true_gain * math.sqrt(n) / sd
+    # T = (Z + nc) / sqrt(V / df), V ~ chi2(df): P(T <= -crit) = E_V[Phi(-crit sqrt(V / df) - nc)], taken
+    # on 4000 quantiles of V (scipy's nct.cdf returns nan far in the tail, where this stays exact to ~1e-4)
+    v = chi2.ppf((np.arange(4000) + 0.5) / 4000, df)  # (4000,)
+    return float(norm.cdf(-crit * np.sqrt(v / df) - nc).mean())
+
+
+def seeds_needed(true_gain: float, target: float, sd: float, power: float = 0.8,
+                 limit: int = 10_000) -> int | None:
+    """The fewest seeds n with pass_probability(true_gain, target, sd, n) >= power; None when no n up
+    to ``limit`` reaches it (a true gain at or below the target passes at most half the time)."""
+    if not 0 < power < 1:
+        raise ValueError(f"power={power} must lie in (0, 1)")
+    if true_gain <= target:
+        return 1 if power <= pass_probability(true_gain, target, sd, 1) else None
+    from scipy.stats import norm
+
+    n = max(1, math.ceil((float(norm.ppf(power)) * sd / (true_gain - target)) ** 2))
+    return n if n <= limit else None
+
+
+#: a fixed random draw's strategy name, ``random[draw=j]``
+DRAW = re.compile(r"^random\[draw=(\d+)\]$")
+#: the key of the mean-over-ratios table in draw_tables' result
+MEAN = "mean"
+
+
+def draw_tables(rows: list[dict], metric: str = "dice") -> tuple[dict, list[int], list[int]]:
+    """{ratio or MEAN: (J, S) table ×100} over the draws and seeds complete at every ratio, the
+    draws and the seeds used."""
+    cell = {}
+    for r in rows:
+        m = DRAW.match(r["strategy"])
+        if m and math.isfinite(r[metric]):
+            cell[(norm_ratio(r["ratio"]), int(m.group(1)), int(r["seed"]))] = 100.0 * r[metric]
+    ratios = sorted({k[0] for k in cell})
+    all_draws = sorted({k[1] for k in cell})
+    all_seeds = sorted({k[2] for k in cell})
+
+    def complete(draws, seeds):
+        return all((q, j, s) in cell for q in ratios for j in draws for s in seeds)
+
+    # the larger complete table: every seed on the draws that have them all (a sweep still running),
+    # or every draw on the seeds they all have
+    a = ([j for j in all_draws if complete([j], all_seeds)], all_seeds)
+    b = (all_draws, [s for s in all_seeds if complete(all_draws, [s])])
+    draws, seeds = max(a, b, key=lambda t: len(t[0]) * len(t[1]))
+    if len(draws) < 2 or len(seeds) < 2:
+        raise ValueError(f"need >= 2 draws × 2 seeds complete at every ratio, have {len(draws)} "
+                         f"draws on {len(seeds)} seeds; run `coldseg benchmark ... --strategies "
+                         "random[draw=1],random[draw=2],...` on that folder")
+    tables = {q: np.array([[cell[(q, j, s)] for s in seeds] for j in draws]) for q in ratios}
+    tables[MEAN] = np.mean([tables[q] for q in ratios], axis=0)
+    return tables, draws, seeds

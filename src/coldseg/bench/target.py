@@ -92,11 +92,8 @@ def check_folder(folder: str | os.PathLike, strategy: str, ratios: list[float] |
     settings = record.get("settings", {})
     ratios = [R.norm_ratio(r) for r in (ratios or [5, 10, 20])]
     cell = {(r["strategy"], r["ratio"], r["seed"]): r["dice"] for r in rows}
-    seeds = sorted({s for (st, _, s) in cell if st == strategy}
-                   & {s for (st, _, s) in cell if st == BASELINE})
-    seeds = [s for s in seeds if all((st, r, s) in cell for st in (strategy, BASELINE) for r in ratios)]
-    per_seed = np.array([np.mean([cell[(strategy, r, s)] - cell[(BASELINE, r, s)] for r in ratios])
-                         for s in seeds])                                                  # (n_seeds,)
+    seeds, table = paired_table(rows, strategy, ratios)
+    per_seed = table.mean(axis=1)                                                          # (n_seeds,)
     gain, lo, hi, _ = t_interval(per_seed) if len(seeds) else (math.nan,) * 4
     encoders = settings.get("feature_seeds")
     enc_lo = enc_hi = math.nan
@@ -122,6 +119,20 @@ def check_folder(folder: str | os.PathLike, strategy: str, ratios: list[float] |
         gain_enc_lo=100 * enc_lo, gain_enc_hi=100 * enc_hi, per_ratio=per_ratio, below=below,
         full_fraction=frac, gain_target=gain_target,
         headroom=100 * room, headroom_lo=100 * room_lo, headroom_hi=100 * room_hi)
+
+
+def paired_table(rows: list[dict[str, Any]], strategy: str, ratios: list[float],
+                 metric: str = "dice") -> tuple[list[int], np.ndarray]:
+    """(seeds, D): the seeds where ``strategy`` and random both ran every ratio, and D (n_seeds,
+    n_ratios), strategy − random of ``metric`` at each (as stored: fractions for Dice). D's row means
+    are the per-seed gains the gain check averages."""
+    ratios = [R.norm_ratio(r) for r in ratios]
+    cell = {(r["strategy"], r["ratio"], r["seed"]): r[metric] for r in rows}
+    seeds = sorted({s for (st, _, s) in cell if st == strategy} & {s for (st, _, s) in cell if st == BASELINE})
+    seeds = [s for s in seeds if all((st, r, s) in cell for st in (strategy, BASELINE) for r in ratios)]
+    D = np.array([[cell[(strategy, r, s)] - cell[(BASELINE, r, s)] for r in ratios] for s in seeds],
+                 dtype=np.float64).reshape(len(seeds), len(ratios))
+    return seeds, D
 
 
 def headroom(rows: list[dict[str, Any]], ratios: list[float]) -> tuple[float, float, float, int]:
