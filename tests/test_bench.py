@@ -331,19 +331,34 @@ def test_headroom_is_full_against_random_per_seed_and_ratio():
 def test_tiny_sweep_with_worker_processes_and_overlap(tmp_path, monkeypatch):
     """The GPU code path on the CPU: worker processes for final trainings and iterative selections,
     and final trainings running beside the iterative rounds; same rows as the serial path."""
+    import os
+
+    import torch
+
     from coldseg.bench import sweep
 
     data = write_pairs(tmp_path / "data")
     monkeypatch.setattr(sweep._Ctx, "overlap", lambda self: True)
-    cfg = tiny_config(data, tmp_path / "par", strategies=["random", "coreset-iter"], ratios=[50], seeds=[0],
+    # two seeds, so that each kind has two jobs and both the trainings and the iterative selections go to
+    # the 2 worker processes (one job of a kind runs in this process, where a side thread would race the
+    # main thread on torch's global generator: why overlap() is off there)
+    cfg = tiny_config(data, tmp_path / "par", strategies=["random", "coreset-iter"], ratios=[50], seeds=[0, 1],
                       workers=2)
     run_benchmark(cfg, features_fn=fake_features)
-    run_benchmark(tiny_config(data, tmp_path / "ser", strategies=["random", "coreset-iter"], ratios=[50],
-                              seeds=[0]), features_fn=fake_features)
+    monkeypatch.undo()   # the serial reference without the side thread, which would race it in this process
+    # ... and at the workers' thread count (cpu_count // workers): float sums round in another order
+    # with another thread count, enough to move an iterative pick (the README says so)
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // 2))
+    try:
+        run_benchmark(tiny_config(data, tmp_path / "ser", strategies=["random", "coreset-iter"], ratios=[50],
+                                  seeds=[0, 1]), features_fn=fake_features)
+    finally:
+        torch.set_num_threads(before)
     key = lambda r: (r["strategy"], r["ratio"], r["seed"])  # noqa: E731
     par = sorted(R.read_results(tmp_path / "par"), key=key)
     ser = sorted(R.read_results(tmp_path / "ser"), key=key)
-    assert [key(r) for r in par] == [key(r) for r in ser] and len(par) == 3
+    assert [key(r) for r in par] == [key(r) for r in ser] and len(par) == 6
     ids = lambda d: {(r["strategy"], r["ratio"], r["seed"]): r["ids"] for r in R.read_jsonl(d / R.RUNS)}  # noqa: E731
     assert ids(tmp_path / "par") == ids(tmp_path / "ser")              # same picks, wherever they ran
     for a, b in zip(par, ser):
