@@ -7,6 +7,8 @@ entirely below 0. From a measured folder this script takes the spread of d_s (an
 difference) and says, for a selector whose *true* gain is g, how often the check with ``--seeds`` seeds
 passes it, how many seeds an 80 % chance would need, and how often a ratio comes out "below random"
 by chance. A bootstrap of the measured d_s (shifted to mean g) checks the normal approximation.
+Seeds that share an encoder (``--feature-seeds``) are read as independent; the issue's seeds each have
+their own encoder, whose extra spread a folder with few encoders can understate.
 
 ``--draws FOLDER`` (fixed random draws, see ``scripts/draw_spread.py``) adds the floor: even a selector
 whose pick never changes with the seed is compared with a new random draw at every seed, so its d_s
