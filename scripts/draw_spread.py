@@ -24,6 +24,7 @@ from scipy.stats import norm
 from coldseg.bench import results as R
 from coldseg.bench.stats import MEAN, draw_spread, draw_tables, t_interval
 
+
 def strategy_runs(folder: Path, strategy: str, seeds: list[int], ratios: list[float],
                   metric: str = "dice") -> dict:
     """{ratio or MEAN: {seed: value ×100}} of ``strategy`` in ``folder`` for the given seeds."""

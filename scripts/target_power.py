@@ -54,6 +54,13 @@ def below_any(true_gain: float, sds: list[float], n: int) -> float:
     return 1.0 - float(np.prod([1.0 - below_probability(true_gain, s, n) for s in sds]))
 
 
+def read_rows(folder: Path) -> list[dict]:
+    rows = R.read_results(folder)
+    if not rows:
+        raise SystemExit(f"target_power: {folder / R.RESULTS} is missing or empty; give a benchmark folder")
+    return rows
+
+
 def fmt_n(k: int | None) -> str:
     return "never" if k is None else str(k)
 
@@ -62,7 +69,8 @@ def report(label: str, sd: float, sd_ratio: list[float], args, gains: np.ndarray
     """The table of verdicts for one measured (or floor) spread."""
     head = f"| true gain | P(gain ≥ +{args.target:g}) with {args.seeds} seeds"
     head += " [bootstrap] |" if gains is not None else " |"
-    print(f"\n{label}\n\n{head} seeds for {100 * args.power:.0f} % | P(some ratio 'below random') with {args.seeds} seeds |")
+    print(f"\n{label}\n\n{head} seeds for {100 * args.power:.0f} % "
+          f"| P(some ratio 'below random') with {args.seeds} seeds |")
     print("|---|---|---|---|")
     for g in args.gains:
         p = pass_probability(g, args.target, sd, args.seeds)
@@ -76,9 +84,7 @@ def measured(spec: str, args) -> None:
     if not path or not strategy:
         raise SystemExit(f"target_power: {spec!r} is not FOLDER:STRATEGY")
     folder = Path(path)
-    rows = R.read_results(folder)
-    if not rows:
-        raise SystemExit(f"target_power: {folder / R.RESULTS} is missing or empty; give a benchmark folder")
+    rows = read_rows(folder)
     seeds, D = paired_table(rows, strategy, RATIOS)
     if len(seeds) < 3:
         raise SystemExit(f"target_power: {folder} has {len(seeds)} seeds where `{strategy}` and random both ran "
@@ -86,8 +92,11 @@ def measured(spec: str, args) -> None:
     D = 100.0 * D                                        # (n_seeds, 3) Dice points
     gains = D.mean(axis=1)                               # (n_seeds,)
     sd = float(gains.std(ddof=1))
-    lo, hi = sd_interval(sd, len(seeds))
     sd_ratio = [float(s) for s in D.std(axis=0, ddof=1)]
+    if not min([sd] + sd_ratio) > 0:
+        raise SystemExit(f"target_power: `{strategy}` − random in {folder} has the same value on every seed at some "
+                         "ratio (sd 0), so there is no spread to read; are these copied rows?")
+    lo, hi = sd_interval(sd, len(seeds))
     encoders = (R.read_settings(folder) or {}).get("settings", {}).get("feature_seeds")
     shared = f", seeds sharing {encoders} encoders" if encoders else ""
     label = (f"**{strategy}** in {folder} ({rows[0]['dataset']}; {len(seeds)} seeds{shared}): measured gain "
@@ -97,9 +106,7 @@ def measured(spec: str, args) -> None:
 
 
 def floor(folder: Path, args) -> None:
-    rows = R.read_results(folder)
-    if not rows:
-        raise SystemExit(f"target_power: {folder / R.RESULTS} is missing or empty; give a benchmark folder")
+    rows = read_rows(folder)
     try:
         tables, draws, seeds = draw_tables(rows)
     except ValueError as e:
@@ -129,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("give at least one FOLDER:STRATEGY or --draws FOLDER")
     if args.seeds < 2:
         ap.error("--seeds must be at least 2 (a t-interval needs two)")
+    if not 0 < args.power < 1:
+        ap.error(f"--power {args.power} must lie strictly between 0 and 1 (e.g. 0.8)")
     for spec in args.specs:
         measured(spec, args)
     for folder in args.draws:

@@ -277,5 +277,14 @@ def test_target_power_script_reads_a_measured_folder_and_a_draw_floor(tmp_path, 
         sys.argv = [script, f"{measured}:absent"]
         with pytest.raises(SystemExit, match="has 0 seeds where `absent` and random both ran"):
             runpy.run_path(script, run_name="__main__")
+        (tmp_path / "flat").mkdir()
+        flat = _folder(tmp_path / "flat", "kvasir_seg", {r: [0.01, 0.01, 0.01] for r in (5, 10, 20)})
+        sys.argv = [script, f"{flat}:x"]
+        with pytest.raises(SystemExit, match=r"same value on every seed at some ratio \(sd 0\)"):
+            runpy.run_path(script, run_name="__main__")
+        sys.argv = [script, f"{measured}:x", "--power", "1.5"]
+        with pytest.raises(SystemExit) as e:
+            runpy.run_path(script, run_name="__main__")
+        assert e.value.code == 2 and "--power 1.5 must lie strictly between 0 and 1" in capsys.readouterr().err
     finally:
         sys.argv = old

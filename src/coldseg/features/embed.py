@@ -121,8 +121,9 @@ def compute_features(images: np.ndarray, *, seed: int = 0, settings: MocoConfig 
     when only another layer of a cached training was embedded), and ``info["confidence"]``: (n,)
     float32, each image's mean probability of finding its positive during training
     (:meth:`MoCo.confidence`), stored as confidence.npy beside the features; None for a cached result
-    made before it was recorded, unless ``need_confidence``, which retrains such a result. With ``use_cache`` a finished result for the same content, seed and
-    settings is loaded instead of retrained; ``resume`` continues an interrupted training.
+    made before it was recorded, unless ``need_confidence``, which retrains such a result. With
+    ``use_cache`` a finished result for the same content, seed and settings is loaded instead of
+    retrained; ``resume`` continues an interrupted training.
     ``images`` may be a memmap; ``loader`` says how the pixels are read (speed and memory only).
     Under torchrun (``dist``) every rank calls this with the same arguments: all train and embed their
     shares, only rank 0 writes the cache, and every rank returns the features.
