@@ -1,11 +1,12 @@
 """Start a benchmark folder from another one's feature-free rows (``random``, ``full``).
 
-    python scripts/copy_rows.py SRC DST [--strategies random,full] [--set features=moco-backbone]
+    python scripts/copy_rows.py SRC DST [--strategies random,full] [--set features=moco-backbone] [--add ssl_candidates=none]
 
 Runs of ``random`` and ``full`` read no features, so a folder that only changes the features (or the
 selector) can reuse them on the same seeds instead of training those U-Nets again. DST must not exist.
 The rows go into DST/results.csv and DST/runs.jsonl (the benchmark skips runs found in results.csv);
-DST/settings.json gets SRC's settings with the ``--set`` changes and a first session entry naming the
+DST/settings.json gets SRC's settings with the ``--set`` changes (``--add`` for a setting SRC lacks, such as
+one recorded only when not the default) and a first session entry naming the
 copy, so ``coldseg benchmark ... --out DST`` with the changed settings resumes there and adds the rest.
 """
 from __future__ import annotations
@@ -26,7 +27,8 @@ def _value(text: str):
         return text
 
 
-def copy_rows(src: Path, dst: Path, strategies: set[str], changes: dict[str, object]) -> int:
+def copy_rows(src: Path, dst: Path, strategies: set[str], changes: dict[str, object],
+              additions: dict[str, object] | None = None) -> int:
     record = read_settings(src)
     if record is None or not (src / RESULTS).exists() or not (src / RUNS).exists():
         raise SystemExit(f"{src} is not a benchmark folder ({SETTINGS}, {RESULTS} and {RUNS} are needed)")
@@ -36,6 +38,10 @@ def copy_rows(src: Path, dst: Path, strategies: set[str], changes: dict[str, obj
     for key, value in changes.items():
         if key not in settings:
             raise SystemExit(f"--set {key}: not a top-level setting of {src} (it has {sorted(settings)})")
+        settings[key] = value
+    for key, value in (additions or {}).items():
+        if key in settings:
+            raise SystemExit(f"--add {key}: {src} already has it ({settings[key]!r}); use --set to change it")
         settings[key] = value
     kept = [r for r in read_results(src) if r["strategy"] in strategies]
     runs = [r for r in read_jsonl(src / RUNS) if r.get("strategy") in strategies]
@@ -65,14 +71,21 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--strategies", default="random,full", help="rows to copy (default: random,full)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="change a top-level setting in DST, e.g. features=moco-backbone (repeatable)")
+    ap.add_argument("--add", action="append", default=[], metavar="KEY=VALUE",
+                    help="add a top-level setting SRC lacks, e.g. ssl_candidates=none (repeatable)")
     a = ap.parse_args(argv)
-    changes = {}
-    for item in a.set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            ap.error(f"--set {item!r}: expected KEY=VALUE")
-        changes[key] = _value(value)
-    n = copy_rows(a.src, a.dst, {s for s in a.strategies.split(",") if s}, changes)
+
+    def pairs(flag: str, items: list[str]) -> dict[str, object]:
+        out = {}
+        for item in items:
+            key, sep, value = item.partition("=")
+            if not sep:
+                ap.error(f"{flag} {item!r}: expected KEY=VALUE")
+            out[key] = _value(value)
+        return out
+
+    n = copy_rows(a.src, a.dst, {s for s in a.strategies.split(",") if s}, pairs("--set", a.set),
+                  pairs("--add", a.add))
     print(f"{a.dst}: {n} rows copied from {a.src}")
 
 

@@ -264,6 +264,12 @@ def test_copy_rows_starts_a_folder_that_resumes_without_retraining_random(tmp_pa
     with pytest.raises(SystemExit, match="not a top-level setting"):
         _run_script("scripts/copy_rows.py", [src, tmp_path / "d3", "--set", "nope=1"], monkeypatch)
     assert not (tmp_path / "d3").exists()
+    with pytest.raises(SystemExit, match="already has it"):
+        _run_script("scripts/copy_rows.py", [src, tmp_path / "d3", "--add", "features=x"], monkeypatch)
+    assert not (tmp_path / "d3").exists()
+    # --add: a setting recorded only when not the default (e.g. ssl_candidates) enters DST's settings
+    _run_script("scripts/copy_rows.py", [src, tmp_path / "d4", "--add", "ssl_candidates=none"], monkeypatch)
+    assert R.read_settings(tmp_path / "d4")["settings"]["ssl_candidates"] == "none"
 
 
 def test_pick_overlap_script_matches_runs_by_ratio_and_seed(tmp_path, capsys):

@@ -90,7 +90,44 @@ def test_folders_from_before_the_schedule_was_recorded(tmp_path):
                                   legacy=LEGACY_SSL_SCHEDULE)
 
 
-@pytest.mark.parametrize("flag", [["--ssl-batch-size", "1"], ["--ssl-min-steps", "-1"], ["--feature-seeds", "0"]])
+def test_benchmark_candidates_flag_reaches_moco_and_settings(tmp_path, monkeypatch):
+    """--ssl-candidates none turns the eq. 7 rule off in the folder's MoCo trainings, is recorded in
+    settings.json (so a folder cannot mix the two) and is left out of the settings when not given."""
+    import argparse
+
+    import coldseg.features.embed
+    from coldseg.bench.cli import add_benchmark_parser, config_from_args
+    from coldseg.bench.sweep import settings_of, _features_fn
+    from coldseg.segment.train import SegConfig
+
+    ap = argparse.ArgumentParser()
+    add_benchmark_parser(ap.add_subparsers())
+    base = ["benchmark", str(tmp_path), "--out", str(tmp_path / "o"), "--strategies", "random"]
+    cfg = config_from_args(ap.parse_args(base + ["--ssl-candidates", "none"]))
+    assert "--ssl-candidates none" in cfg.command
+    seen = []
+    monkeypatch.setattr(coldseg.features.embed, "compute_features",
+                        lambda images, *, settings, **kw: (seen.append(settings), (np.zeros((len(images), 4)), {}))[1])
+    _features_fn(cfg, tmp_path / "o")(np.zeros((3, 3, 32, 32), np.uint8), 0)
+
+    class Pairs:
+        ids, n_classes = ["a"], 2
+
+        def __len__(self):
+            return 1
+
+    assert seen[-1].candidates == "none"
+    assert settings_of(cfg, SegConfig(), Pairs())["ssl_candidates"] == "none"
+    plain = config_from_args(ap.parse_args(base))
+    _features_fn(plain, tmp_path / "o")(np.zeros((3, 3, 32, 32), np.uint8), 0)
+    assert seen[-1].candidates == MocoConfig().candidates == "auto"
+    assert "ssl_candidates" not in settings_of(plain, SegConfig(), Pairs())   # older folders still match
+    assert "ssl_candidates" not in settings_of(config_from_args(ap.parse_args(base + ["--ssl-candidates", "auto"])),
+                                               SegConfig(), Pairs())
+
+
+@pytest.mark.parametrize("flag", [["--ssl-batch-size", "1"], ["--ssl-min-steps", "-1"], ["--feature-seeds", "0"],
+                                  ["--ssl-candidates", "colour"]])
 def test_bad_benchmark_schedule_flags_are_named(tmp_path, flag):
     import argparse
 

@@ -59,6 +59,9 @@ def add_benchmark_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--ssl-batch-size", type=int, default=None, metavar="B", help="MoCo batch (default: MoCo's)")
     p.add_argument("--ssl-min-steps", type=int, default=None, metavar="N",
                    help="MoCo trains at least N SGD steps, adding epochs on small pools (default: MoCo's)")
+    p.add_argument("--ssl-candidates", default=None, metavar="SET",
+                   help="eq. 7 augmentation candidates for MoCo: auto (default), none (the rule off), or a comma "
+                        "list of crop,color,grayscale,blur,rotation,gamma,contrast,noise")
     p.add_argument("--feature-seeds", type=int, default=None, metavar="F",
                    help="train F encoders only; seed s selects from encoder s %% F (default: one per seed)")
     p.add_argument("--no-full", action="store_true", help="skip the full-label upper bound")
@@ -103,6 +106,13 @@ def config_from_args(args: argparse.Namespace):
         raise ValueError(f"--ssl-batch-size {args.ssl_batch_size} must be at least 2")
     if pick("ssl_min_steps") is not None and pick("ssl_min_steps") < 0:
         raise ValueError(f"--ssl-min-steps {args.ssl_min_steps} must be 0 or more")
+    if args.ssl_candidates not in (None, "auto", "none"):
+        from coldseg.features.augment import candidate_names
+
+        try:                                           # an unknown name fails here, before any data is read
+            candidate_names(False, args.ssl_candidates)
+        except ValueError as e:
+            raise ValueError(f"--ssl-candidates {args.ssl_candidates!r}: {e}") from None
     if args.feature_seeds is not None and args.feature_seeds < 1:
         raise ValueError(f"--feature-seeds {args.feature_seeds} must be at least 1")
     seg_kw = {}
@@ -121,7 +131,8 @@ def config_from_args(args: argparse.Namespace):
         test_fraction=args.test_fraction, split_seed=args.split_seed, multiclass=args.multiclass,
         evaluate_on=args.evaluate_on, masks_dir=args.masks_dir, rounds=args.rounds, features=args.features,
         ssl_epochs=pick("ssl_epochs"), ssl_batch_size=args.ssl_batch_size, ssl_min_steps=pick("ssl_min_steps"),
-        feature_seeds=args.feature_seeds, include_full=not args.no_full, workers=args.workers, stack=args.stack, device=device,
+        ssl_candidates=args.ssl_candidates, feature_seeds=args.feature_seeds, include_full=not args.no_full,
+        workers=args.workers, stack=args.stack, device=device,
         progress=not args.quiet,
         command=canonical_command(args))
 
@@ -131,7 +142,7 @@ def canonical_command(args: argparse.Namespace) -> str:
     parts = ["coldseg", "benchmark", str(args.data_dir), "--strategies", ",".join(args.strategies or []),
              "--ratios", ",".join(f"{r:g}" for r in args.ratios), "--seeds", str(args.seeds), "--out", str(args.out)]
     for flag in ("image_size", "steps", "batch_size", "channels", "ssl_epochs", "ssl_batch_size", "ssl_min_steps",
-                 "feature_seeds", "workers", "stack", "device"):
+                 "ssl_candidates", "feature_seeds", "workers", "stack", "device"):
         v = getattr(args, flag)
         if v is not None:
             parts += ["--" + flag.replace("_", "-"), str(v)]

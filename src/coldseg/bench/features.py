@@ -42,9 +42,10 @@ def pixel_features(images: np.ndarray, seed: int = 0, *, grid: int = 8, dim: int
 
 def moco_features_fn(*, image_size: int, epochs: int | None, cache_dir: Path, device: str | None,
                      progress: bool, batch_size: int | None = None, min_steps: int | None = None,
-                     layer: str = "head") -> FeaturesFn:
+                     layer: str = "head", candidates: str | None = None) -> FeaturesFn:
     """The project's MoCo v2 features (imported lazily); trained per seed, cached in ``cache_dir``.
-    ``layer``: 'head' (the projection head's output) or 'backbone' (the pooled ResNet output before it)."""
+    ``layer``: 'head' (the projection head's output) or 'backbone' (the pooled ResNet output before it).
+    ``candidates``: the eq. 7 candidate set ('none' turns the rule off; None: MocoConfig's default)."""
 
     def fn(images: np.ndarray, seed: int) -> np.ndarray:
         from coldseg.features.embed import compute_features
@@ -52,7 +53,8 @@ def moco_features_fn(*, image_size: int, epochs: int | None, cache_dir: Path, de
 
         given = {"epochs": epochs, "batch_size": batch_size, "min_steps": min_steps}
         cfg = MocoConfig(image_size=image_size, feature_layer=layer,
-                         **{k: int(v) for k, v in given.items() if v is not None})
+                         **{k: int(v) for k, v in given.items() if v is not None},
+                         **({} if candidates is None else {"candidates": candidates}))
         # resume=True: a sweep stopped during MoCo continues from the last epoch's checkpoint (the
         # cache key holds every setting, so only the same training can be resumed)
         feats, info = compute_features(images, seed=seed, settings=cfg, device=device, cache_dir=cache_dir,

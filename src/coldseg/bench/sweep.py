@@ -63,6 +63,7 @@ class BenchmarkConfig:
     ssl_epochs: int | None = None       # MoCo epochs (None: MocoConfig's default)
     ssl_batch_size: int | None = None   # MoCo batch (None: MocoConfig's default)
     ssl_min_steps: int | None = None    # MoCo minimum SGD steps (None: MocoConfig's default)
+    ssl_candidates: str | None = None   # eq. 7 candidates: None/'auto' (MocoConfig's), 'none', or a comma list
     feature_seeds: int | None = None    # F: seed s selects from encoder s % F (None: every seed its own)
     include_full: bool = True
     workers: int | None = None          # worker processes (see segment.runner.resolve_parallelism)
@@ -158,13 +159,20 @@ def settings_of(cfg: BenchmarkConfig, seg: Any, pairs: Any) -> dict[str, Any]:
             "image_size": int(cfg.image_size), "test_fraction": float(cfg.test_fraction),
             "split_seed": int(cfg.split_seed), **_evaluate_on_setting(cfg), "rounds": int(cfg.rounds),
             "features": cfg.features,
-            "ssl_epochs": cfg.ssl_epochs, **_ssl_schedule_setting(cfg), **_feature_seeds_setting(cfg),
+            "ssl_epochs": cfg.ssl_epochs, **_ssl_schedule_setting(cfg), **_ssl_candidates_setting(cfg),
+            **_feature_seeds_setting(cfg),
             "seg": {k: v for k, v in dataclasses.asdict(seg).items() if k not in _NOT_RESULTS}}
 
 
 def _feature_seeds_setting(cfg: BenchmarkConfig) -> dict[str, int]:
     # recorded only when set, so folders written before the option existed still match
     return {} if cfg.feature_seeds is None else {"feature_seeds": int(cfg.feature_seeds)}
+
+
+def _ssl_candidates_setting(cfg: BenchmarkConfig) -> dict[str, str]:
+    # recorded only when not the default (every augmentation candidate), so older folders still match
+    c = cfg.ssl_candidates
+    return {} if cfg.features not in MOCO_LAYERS or c in (None, "auto") else {"ssl_candidates": c}
 
 
 def feature_seed(cfg: BenchmarkConfig, seed: int) -> int:
@@ -282,7 +290,8 @@ def run_benchmark(cfg: BenchmarkConfig, *, features_fn: FeaturesFn | None = None
 def _features_fn(cfg: BenchmarkConfig, out: Path) -> FeaturesFn:
     def moco(layer: str) -> FeaturesFn:
         return moco_features_fn(image_size=cfg.image_size, epochs=cfg.ssl_epochs, batch_size=cfg.ssl_batch_size,
-                                min_steps=cfg.ssl_min_steps, cache_dir=out / "features" / "moco", device=cfg.device,
+                                min_steps=cfg.ssl_min_steps, candidates=cfg.ssl_candidates,
+                                cache_dir=out / "features" / "moco", device=cfg.device,
                                 progress=cfg.progress, layer=layer)
 
     table: dict[str, Callable[[], FeaturesFn]] = {"pixels": lambda: pixel_features}
