@@ -151,6 +151,19 @@ def test_select_min_steps_flag(pool_dir, tmp_path, cli):
     assert not (tmp_path / "o").exists()
 
 
+def test_unknown_augmentation_candidate_fails_before_any_image_is_read(tmp_path, cli):
+    """MocoConfig checks the eq. 7 candidate names itself, so `coldseg select --candidates` and the API fail
+    at once, naming the bad name and the choices, before the pool is read; nothing is written."""
+    with pytest.raises(ValueError, match="candidates='colour'.*choose from: crop, color"):
+        MocoConfig(candidates="colour")
+    assert MocoConfig(candidates="none").candidates == "none" and MocoConfig(candidates="crop, blur")
+
+    missing = tmp_path / "never-read"   # a folder that does not exist: reading it would fail with "does not exist"
+    code, _, err = cli("select", missing, "--budget", "2", "--out", tmp_path / "o", "--candidates", "colour")
+    assert code == 2 and "unknown augmentation candidate(s) ['colour']" in err and "does not exist" not in err
+    assert not (tmp_path / "o").exists()
+
+
 def test_feature_schedule_benchmark_prints_one_line_per_setting(pool_dir, monkeypatch, capsys):
     import json
     import runpy

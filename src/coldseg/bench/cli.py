@@ -106,13 +106,13 @@ def config_from_args(args: argparse.Namespace):
         raise ValueError(f"--ssl-batch-size {args.ssl_batch_size} must be at least 2")
     if pick("ssl_min_steps") is not None and pick("ssl_min_steps") < 0:
         raise ValueError(f"--ssl-min-steps {args.ssl_min_steps} must be 0 or more")
-    if args.ssl_candidates not in (None, "auto", "none"):
-        from coldseg.features.augment import candidate_names
+    if args.ssl_candidates is not None:                # MocoConfig checks the names, before any data is read
+        from coldseg.features.train import MocoConfig
 
-        try:                                           # an unknown name fails here, before any data is read
-            candidate_names(False, args.ssl_candidates)
+        try:
+            MocoConfig(candidates=args.ssl_candidates)
         except ValueError as e:
-            raise ValueError(f"--ssl-candidates {args.ssl_candidates!r}: {e}") from None
+            raise ValueError(f"--ssl-candidates: {e}") from None
     if args.feature_seeds is not None and args.feature_seeds < 1:
         raise ValueError(f"--feature-seeds {args.feature_seeds} must be at least 1")
     seg_kw = {}

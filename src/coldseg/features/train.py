@@ -73,6 +73,11 @@ class MocoConfig:
     def __post_init__(self) -> None:
         if self.feature_layer not in FEATURE_LAYERS:
             raise ValueError(f"feature_layer={self.feature_layer!r}: choose {', '.join(FEATURE_LAYERS)}")
+        if self.candidates != "none":   # an unknown name fails here, before any image is read
+            try:
+                candidate_names(False, self.candidates)
+            except ValueError as e:
+                raise ValueError(f"candidates={self.candidates!r}: {e}") from None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
