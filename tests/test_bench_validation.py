@@ -351,3 +351,33 @@ def test_ablation_table_pools_encoder_sets_on_matched_seeds(tmp_path, monkeypatc
         _run_script("scripts/ablation_table.py", [a, "--pool", c], monkeypatch)
     with pytest.raises(SystemExit, match="no results.csv"):
         _run_script("scripts/ablation_table.py", [a, "--pool", tmp_path / "missing"], monkeypatch)
+
+
+def test_encoder_agreement_script_on_identical_shifted_and_mismatched_encoders(tmp_path, capsys):
+    """scripts/encoder_agreement.py: identical encoders agree fully; the random reference is at chance."""
+    import runpy
+    from pathlib import Path
+
+    mod = runpy.run_path(str(Path(__file__).parents[1] / "scripts" / "encoder_agreement.py"))
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 8)).astype(np.float32)
+    folder = tmp_path / "bench"
+    (folder / "features").mkdir(parents=True)
+    for f in range(4):                          # four copies of one encoder, given as FOLDER:F
+        np.save(folder / "features" / f"moco-backbone-seed{f}.npy", X * (f + 1))   # scale: unit rows equal
+    assert mod["main"]([f"{folder}:{f}" for f in range(4)] + ["--strategy", "kmedian", "--ratios", "10",
+                                                              "--draws", "200"]) == 0
+    out = capsys.readouterr().out
+    assert "| 0 – 3 | 1.000 | 1.000 |" in out
+    row = next(line for line in out.splitlines() if line.startswith("| 10 % (6)"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1:5] == ["1.000 [1.000, 1.000]", "1.000 [1.000, 1.000]", "1.000", "1.000"]
+    assert abs(float(cells[5]) - 0.10) < 0.03            # two random 6-of-60 sets share 10 % on average
+    nb = mod["neighbours"](mod["load"](f"{folder}:0"))
+    assert nb.shape == (60, 10) and not (nb == np.arange(60)[:, None]).any()   # never its own neighbour
+    assert mod["near_overlap"](np.array([0]), np.array([nb[0, 3]]), nb) == 1.0
+    np.save(tmp_path / "short.npy", X[:50])
+    with pytest.raises(SystemExit, match="one pool"):
+        mod["main"]([f"{folder}:0", str(tmp_path / "short.npy")])
+    with pytest.raises(SystemExit, match="does not exist"):
+        mod["main"]([f"{folder}:0", f"{folder}:7"])

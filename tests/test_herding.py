@@ -162,3 +162,19 @@ def test_weighted_split_is_exact_and_respects_group_sizes():
         weighted_split([1.0], [3], 4)
     with pytest.raises(ValueError, match="mass"):
         weighted_split([-1.0, 2.0], [3, 3], 2)
+
+
+def test_bandwidth_factor_narrows_the_kernel_and_bad_values_fail():
+    X = np.random.default_rng(3).normal(size=(300, 6)).astype(np.float32)
+    one = get_selector("herding").select(X, 20, random_state=0)
+    same = get_selector("herding", bandwidth=1.0).select(X, 20, random_state=0)
+    np.testing.assert_array_equal(one.indices, same.indices)           # 1 is the default, byte for byte
+    narrow = get_selector("herding[bandwidth=0.1]").select(X, 20, random_state=0)
+    assert narrow.info["bandwidth"] == pytest.approx(0.1 * one.info["bandwidth"])
+    assert narrow.info["bandwidth_factor"] == 0.1 and one.info["bandwidth_factor"] == 1.0
+    assert len(set(narrow.indices.tolist())) == 20 and not np.array_equal(narrow.indices, one.indices)
+    for bad in (0, -1.0, float("nan"), "wide"):
+        with pytest.raises(ValueError, match="bandwidth"):           # at construction: before any training
+            get_selector("herding", bandwidth=bad)
+    with pytest.raises(ValueError, match=r"alpha=-1 must be a number >= 0"):
+        get_selector("herding", alpha=-1)

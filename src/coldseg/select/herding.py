@@ -32,6 +32,9 @@ first projected, after unit normalisation, on their top ``max_dims`` principal c
 ``kmedian`` does (:mod:`coldseg.select.project`); ``info`` records the dimensions and variance kept.
 Memory: one unit-normalised copy of X plus O(n) vectors (no n x n, n x budget or budget x budget matrix).
 
+``bandwidth`` (default 1) multiplies h: below 1 the kernel is narrower, so matching the pool's kernel mean
+constrains finer structure (at 1 many sets fit about equally; docs/results.md, twenty-second session).
+
 ``alpha`` (default 1: the pool itself) tempers the distribution the picks are made to match: the target
 is q(x) proportional to p(x)^alpha, p the pool's density. alpha = 1 matches the pool; alpha < 1 flattens
 it, moving picks from the dense middle toward sparse regions (alpha = 0 asks for an even spread over
@@ -104,16 +107,26 @@ def tempering_weights(density: np.ndarray, alpha: float) -> np.ndarray:
     return w / w.sum()
 
 
-def checked_alpha(value) -> float:
-    """``value`` as a float >= 0, or a ValueError saying what ``alpha`` means."""
+def checked_setting(name: str, value, *, zero_ok: bool, meaning: str) -> float:
+    """``value`` as a finite float, > 0 (or >= 0 with ``zero_ok``), or a ValueError naming the setting,
+    what it means (``meaning``) and an example."""
     try:
-        alpha = float(value)
+        x = float(value)
     except (TypeError, ValueError):
-        alpha = float("nan")
-    if not np.isfinite(alpha) or alpha < 0.0:
-        raise ValueError(f"herding: alpha={value!r} must be a number >= 0 (1 matches the pool, "
-                         "0 spreads the picks evenly), e.g. herding[alpha=0.5]")
-    return alpha
+        x = float("nan")
+    if not np.isfinite(x) or x < 0.0 or (x == 0.0 and not zero_ok):
+        raise ValueError(f"herding: {name}={value!r} must be a number {'>=' if zero_ok else '>'} 0 ({meaning}), "
+                         f"e.g. herding[{name}=0.5]")
+    return x
+
+
+def checked_alpha(value) -> float:
+    return checked_setting("alpha", value, zero_ok=True, meaning="1 matches the pool, 0 spreads the picks evenly")
+
+
+def checked_scale(value) -> float:
+    return checked_setting("bandwidth", value, zero_ok=False,
+                           meaning="the factor on the median-heuristic bandwidth: 1 the default, smaller a narrower kernel")
 
 
 @register
@@ -124,9 +137,10 @@ class KernelHerding(Selector):
     summary = "kernel herding (greedy MMD, Gaussian kernel): picks distributed like the pool"
 
     def __init__(self, normalize: bool = True, exact_below: int = 20000, landmarks: int = 4096,
-                 cell_rows: int = 5000, max_dims: int = 128, alpha: float = 1.0):
+                 cell_rows: int = 5000, max_dims: int = 128, alpha: float = 1.0, bandwidth: float = 1.0):
         self.normalize = normalize
         self.alpha = checked_alpha(alpha)          # here, so a bad value fails before any MoCo training
+        self.bandwidth = checked_scale(bandwidth)  # factor on the median-heuristic squared bandwidth
         self.exact_below = exact_below
         self.landmarks = landmarks
         self.cell_rows = cell_rows
@@ -135,6 +149,7 @@ class KernelHerding(Selector):
     def _select(self, X: np.ndarray, budget: int, rng: np.random.Generator) -> Selection:
         check_positive_ints(self, "exact_below", "landmarks", "cell_rows", "max_dims")
         alpha = checked_alpha(self.alpha)
+        scale = checked_scale(self.bandwidth)
         n, width = X.shape
         projected: dict = {}
         if n > int(self.exact_below) and width > int(self.max_dims):    # as kmedian: top principal components
@@ -144,7 +159,7 @@ class KernelHerding(Selector):
             Z, projected = top_components(X, int(self.max_dims), unit_rows if self.normalize else None)
         else:
             Z = unit_rows(X) if self.normalize else X                   # (n, d)
-        h = median_bandwidth(Z, rng)
+        h = median_bandwidth(Z, rng) * scale
         if n <= int(self.exact_below):
             mu = mean_kernel(Z, Z, h)                                   # (n,)
             target = mu if alpha == 1.0 else mean_kernel(Z, Z, h, tempering_weights(mu, alpha))
@@ -168,7 +183,7 @@ class KernelHerding(Selector):
             info = {"mu": f"exact within {int(G)} cells; MMD against {L.shape[0]} landmarks", "cells": int(G)}
         # density_range: how much the pool's kernel density varies (max / min of mu); alpha can only move
         # the picks as far as the weights mu^(alpha - 1) vary, i.e. by at most density_range^(1 - alpha)
-        info = {"bandwidth": h, "normalize": bool(self.normalize), "alpha": alpha,
+        info = {"bandwidth": h, "bandwidth_factor": scale, "normalize": bool(self.normalize), "alpha": alpha,
                 "density_range": float(mu.max() / max(mu.min(), np.finfo(np.float64).tiny)), **info, **projected,
                 "mmd": float(np.sqrt(max(mmd2(Z, idx, h, mu), 0.0)))}
         return Selection(idx, np.full(budget, -1, dtype=np.int64), distances_to_mean(X, idx), info=info)
