@@ -3,6 +3,7 @@ import dataclasses
 import warnings
 
 import numpy as np
+import pytest
 import torch
 
 from coldseg.features.quality import view_consistency
@@ -81,6 +82,25 @@ def test_select_manifest_carries_the_check(pool_dir, tiny_moco, tmp_path, one_to
     html = (tmp_path / "o" / "report.html").read_text()
     assert "feature check (label-free)" in html and f"{100 * fc['view_top1']:.1f} %" in html
     assert ("NOT more stable than the untrained" in html) == (not fc["beats_untrained"])
+    # a second run reads the cached features: the warning comes again (it is about the features, not the run)
+    with warnings.catch_warnings(record=True) as again:
+        warnings.simplefilter("always")
+        coldseg.select(pool_dir, 3, out=tmp_path / "o2", moco=tiny_moco, progress=False)
+    assert json.loads((tmp_path / "o2" / "manifest.json").read_text())["features"]["source"] == "cache"
+    assert len([w for w in again if "no better than the untrained" in str(w.message)]) == len(said)
+
+
+def test_warn_if_untrained_reads_a_cached_check():
+    from coldseg.features.quality import warn_if_untrained
+
+    weak = {"knn_overlap": 0.05, "beats_untrained": False, "untrained": {"knn_overlap": 0.06}}
+    with pytest.warns(UserWarning, match=r"knn_overlap 0.050 vs 0.060"):
+        warn_if_untrained(weak)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warn_if_untrained(None)                                        # tiny pool: no check was possible
+        warn_if_untrained({"view_top1": None})
+        warn_if_untrained(dict(weak, beats_untrained=True))
 
 
 def test_untrained_reference_is_the_training_start(tiny_moco):

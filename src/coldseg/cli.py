@@ -31,7 +31,8 @@ def _common_training(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue an interrupted MoCo training from its checkpoint")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:i]")
     p.add_argument("--cache-dir", type=Path, default=None,
-                   help="where features and checkpoints are cached (default $COLDSEG_CACHE_DIR or ~/.cache/coldseg)")
+                   help="where features and checkpoints are cached (default $COLDSEG_CACHE_DIR, else "
+                        "$XDG_CACHE_HOME/coldseg, else ~/.cache/coldseg)")
     p.add_argument("--candidates", default="auto",
                    help="eq. 7 augmentation candidates: auto, none, or a comma list of "
                         "crop,color,grayscale,blur,rotation,gamma,contrast,noise")
@@ -48,8 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("select", help="pick the images to annotate", description=(
         "Train a self-supervised encoder on the images (or read --features), then pick BUDGET images to "
-        "annotate. Writes selection.csv, selected.txt, labelstudio.json, manifest.json, features.npy and "
-        "report.html into --out."))
+        "annotate. Writes selection.csv, selected.txt, labelstudio.json, manifest.json, features.npy, feature_ids.txt "
+        "and report.html into --out."))
     s.add_argument("images_dir", type=Path, metavar="IMAGES_DIR")
     s.add_argument("--budget", required=True, help="number of images (e.g. 50) or percentage of the pool (e.g. 10%%)")
     s.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")

@@ -156,10 +156,13 @@ def compute_features(images: np.ndarray, *, seed: int = 0, settings: MocoConfig 
         if info.is_main:  # a run killed after caching its result left its checkpoint behind
             (folder / "checkpoint.pt").unlink(missing_ok=True)
             remove_dead_temp_files(folder)
-        result = json.loads(log_path.read_text())
+        result = _for_layer(json.loads(log_path.read_text()), layer)
+        if info.is_main:   # a reused encoder that had not learnt is as weak as on the run that trained it
+            from coldseg.features.quality import warn_if_untrained
+
+            warn_if_untrained(result["feature_check"])
         return np.load(feats_path), {"cache_key": key, "cache_hit": True, "trained": False,
-                                     "cache_dir": str(folder), **_for_layer(result, layer),
-                                     "confidence": cached_confidence()}
+                                     "cache_dir": str(folder), **result, "confidence": cached_confidence()}
     folder.mkdir(parents=True, exist_ok=True)
     if info.is_main:  # temporaries of killed runs (checkpoint.pt.tmp<pid> is a whole checkpoint)
         remove_dead_temp_files(folder)

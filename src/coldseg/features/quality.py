@@ -92,9 +92,17 @@ def feature_check(model: Any, images: np.ndarray | torch.Tensor, cfg: Any, *, se
     ref = view_consistency(start, images, **kw)
     check["untrained"] = {"view_top1": ref["view_top1"], "knn_overlap": ref["knn_overlap"]}
     check["beats_untrained"] = bool(check["knn_overlap"] > ref["knn_overlap"])
-    if not check["beats_untrained"]:
-        warnings.warn(f"the trained features' neighbourhoods survive augmentation no better than the untrained "
-                      f"network's (knn_overlap {check['knn_overlap']:.3f} vs {ref['knn_overlap']:.3f}): MoCo has "
-                      "not learnt yet, so the selection rests on weak features; train longer (--min-steps, "
-                      "--epochs)", stacklevel=2)
+    warn_if_untrained(check)
     return check
+
+
+def warn_if_untrained(check: dict | None) -> None:
+    """Warn when a feature check (fresh, or read back from the cache) says the encoder has not beaten its
+    own initialisation; silent when it has, or when no check was possible (tiny pools)."""
+    if not check or check.get("beats_untrained", True):
+        return
+    ref = check["untrained"]
+    warnings.warn(f"the trained features' neighbourhoods survive augmentation no better than the untrained "
+                  f"network's (knn_overlap {check['knn_overlap']:.3f} vs {ref['knn_overlap']:.3f}): MoCo has "
+                  "not learnt yet, so the selection rests on weak features; train longer (--min-steps, "
+                  "--epochs)", stacklevel=3)

@@ -40,7 +40,7 @@
 ``Selection.distances`` are Euclidean distances to the cluster's median centre, as the contract asks
 (in the projection, for a projected pool: same units, the residual dimensions left out).
 
-This is ``coldseg.DEFAULT_STRATEGY`` (since 2026-11-27): on a kvasir_seg validation split (12 seeds,
+This was ``coldseg.DEFAULT_STRATEGY`` from 2026-11-27 to 2026-11-29 (``herding`` since): on a kvasir_seg validation split (12 seeds,
 3 MoCo encoders) it had the largest mean Dice gain over random of eight candidates and the smallest
 spread across encoders, picking images of typical density where farthest point sampling picks the
 sparse fringe (docs/results.md).
