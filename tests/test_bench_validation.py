@@ -95,6 +95,39 @@ def test_feature_seeds_reuse_encoders_and_are_recorded(tmp_path):
         run_benchmark(tiny_config(data, tmp_path / "o2", feature_seeds=0), features_fn=counting)
 
 
+def test_feature_seed_offset_trains_a_new_set_of_encoders_and_is_recorded(tmp_path):
+    """--feature-seed-offset N: seed s selects from encoder N + s % F (files and MoCo seeds N..N+F-1);
+    recorded only when N > 0, so older folders still match; readers of the features follow it."""
+    from coldseg.bench.causes import load_folder
+    from coldseg.bench.sweep import feature_seed, run_benchmark
+
+    assert [feature_seed(_cfg(feature_seeds=2, feature_seed_offset=3), s) for s in range(4)] == [3, 4, 3, 4]
+    assert [feature_seed(_cfg(feature_seed_offset=5), s) for s in range(2)] == [5, 6]
+    data = write_pairs(tmp_path / "data")
+    out, asked = tmp_path / "out", []
+
+    def counting(images, seed):
+        asked.append(seed)
+        return fake_features(images, seed)
+
+    cfg = tiny_config(data, out, strategies=["random", "ca"], ratios=[50], seeds=[0, 1, 2],
+                      feature_seeds=2, feature_seed_offset=3, include_full=False)
+    run_benchmark(cfg, features_fn=counting)
+    assert sorted(asked) == [3, 4]
+    assert sorted(p.name for p in (out / "features").glob("*.npy")) == ["fake-seed3.npy", "fake-seed4.npy"]
+    assert R.read_settings(out)["settings"]["feature_seed_offset"] == 3
+    runs, _, features_of, _, _ = load_folder(out)
+    np.testing.assert_array_equal(features_of(2), np.load(out / "features" / "fake-seed3.npy"))
+    plain = tiny_config(data, tmp_path / "o0", strategies=["random"], ratios=[50], seeds=[0], include_full=False)
+    run_benchmark(plain, features_fn=counting)
+    assert "feature_seed_offset" not in R.read_settings(tmp_path / "o0")["settings"]
+    with pytest.raises(ValueError):                                 # a folder never mixes two encoder sets
+        run_benchmark(tiny_config(data, out, strategies=["random", "ca"], ratios=[50], seeds=[0],
+                                  feature_seeds=2, include_full=False), features_fn=counting)
+    with pytest.raises(ValueError, match="feature_seed_offset=-1"):
+        run_benchmark(tiny_config(data, tmp_path / "o2", feature_seed_offset=-1), features_fn=counting)
+
+
 def test_ablation_table_groups_seeds_by_encoder(tmp_path, monkeypatch, capsys):
     """scripts/ablation_table.py: paired differences per ratio; with feature_seeds recorded, one more
     column whose interval is over encoders (per-encoder means of the per-seed differences)."""

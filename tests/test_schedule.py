@@ -45,10 +45,10 @@ def test_benchmark_schedule_flags_reach_moco_and_settings(tmp_path, monkeypatch)
     add_benchmark_parser(ap.add_subparsers())
     args = ap.parse_args(["benchmark", str(tmp_path), "--out", str(tmp_path / "o"), "--strategies", "random",
                           "--ssl-batch-size", "32", "--ssl-min-steps", "700", "--image-size", "32",
-                          "--feature-seeds", "2"])
+                          "--feature-seeds", "2", "--feature-seed-offset", "3"])
     cfg = config_from_args(args)
-    assert "--ssl-batch-size 32 --ssl-min-steps 700 --feature-seeds 2" in cfg.command
-    assert cfg.feature_seeds == 2
+    assert "--ssl-batch-size 32 --ssl-min-steps 700 --feature-seeds 2 --feature-seed-offset 3" in cfg.command
+    assert cfg.feature_seeds == 2 and cfg.feature_seed_offset == 3
     seen = {}
 
     def fake_compute(images, *, settings, **kw):
@@ -127,7 +127,7 @@ def test_benchmark_candidates_flag_reaches_moco_and_settings(tmp_path, monkeypat
 
 
 @pytest.mark.parametrize("flag", [["--ssl-batch-size", "1"], ["--ssl-min-steps", "-1"], ["--feature-seeds", "0"],
-                                  ["--ssl-candidates", "colour"]])
+                                  ["--ssl-candidates", "colour"], ["--feature-seed-offset", "-2"]])
 def test_bad_benchmark_schedule_flags_are_named(tmp_path, flag):
     import argparse
 

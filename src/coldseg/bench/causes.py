@@ -8,7 +8,7 @@ the same footing are correlated (a paired, fixed-effects reading). The 95 % inte
 over runs.
 
 Label-free measures (a selector could optimise them), on the run's own encoder features
-(``features/<kind>-seed<s % F>.npy``), rows unit-normalised:
+(``features/<kind>-seed<N + s % F>.npy``, N the folder's ``feature_seed_offset``), rows unit-normalised:
   cover    mean distance from every pool row to its nearest pick (lower: better covered)
   density  mean percentile of the picks' typicality (0.5 for a uniform draw)
   mmd      maximum mean discrepancy, Gaussian kernel, median bandwidth, picks vs the pool
@@ -189,7 +189,7 @@ def load_folder(folder: str | Path, data_dir: str | Path | None = None, *, missi
     """
     if missing_features not in ("error", "skip"):
         raise ValueError(f"missing_features={missing_features!r}: 'error' or 'skip'")
-    from coldseg.bench.sweep import BenchmarkConfig, evaluation_split
+    from coldseg.bench.sweep import BenchmarkConfig, encoder_of, evaluation_split
     from coldseg.data.pairs import load_pairs
 
     folder = Path(folder)
@@ -212,12 +212,12 @@ def load_folder(folder: str | Path, data_dir: str | Path | None = None, *, missi
     pool_idx, _ = evaluation_split(cfg, pairs.ids, pairs.groups)
     fg = (pairs.masks[pool_idx] > 0).reshape(len(pool_idx), -1).mean(1)                  # (n,)
     contrast = (pairs.images[pool_idx].astype(np.float32) / 255.0).std(axis=(1, 2, 3))   # (n,)
-    F = st.get("feature_seeds")
+    F, offset = st.get("feature_seeds"), st.get("feature_seed_offset", 0)
     kind = st.get("features", "moco")
     loaded: dict[int, np.ndarray] = {}
 
     def features_of(seed: int) -> np.ndarray | None:
-        f = seed % F if F else seed
+        f = encoder_of(seed, F, offset)
         if f not in loaded:
             path = folder / "features" / f"{kind}-seed{f}.npy"
             if not path.is_file():

@@ -64,6 +64,9 @@ def add_benchmark_parser(sub) -> argparse.ArgumentParser:
                         "list of crop,color,grayscale,blur,rotation,gamma,contrast,noise")
     p.add_argument("--feature-seeds", type=int, default=None, metavar="F",
                    help="train F encoders only; seed s selects from encoder s %% F (default: one per seed)")
+    p.add_argument("--feature-seed-offset", type=int, default=None, metavar="N",
+                   help="the encoders' seeds start at N (default 0): N + s %% F, a new set of encoders for a "
+                        "replication on the same machine")
     p.add_argument("--no-full", action="store_true", help="skip the full-label upper bound")
     p.add_argument("--workers", type=int, default=None, metavar="W", help="trainings in parallel worker processes "
                    "(default: none; on a GPU --stack is the default instead)")
@@ -115,6 +118,8 @@ def config_from_args(args: argparse.Namespace):
             raise ValueError(f"--ssl-candidates: {e}") from None
     if args.feature_seeds is not None and args.feature_seeds < 1:
         raise ValueError(f"--feature-seeds {args.feature_seeds} must be at least 1")
+    if args.feature_seed_offset is not None and args.feature_seed_offset < 0:
+        raise ValueError(f"--feature-seed-offset {args.feature_seed_offset} must be 0 or more")
     seg_kw = {}
     for name, key in (("steps", "steps"), ("batch_size", "batch_size")):
         if pick(name) is not None:
@@ -131,7 +136,8 @@ def config_from_args(args: argparse.Namespace):
         test_fraction=args.test_fraction, split_seed=args.split_seed, multiclass=args.multiclass,
         evaluate_on=args.evaluate_on, masks_dir=args.masks_dir, rounds=args.rounds, features=args.features,
         ssl_epochs=pick("ssl_epochs"), ssl_batch_size=args.ssl_batch_size, ssl_min_steps=pick("ssl_min_steps"),
-        ssl_candidates=args.ssl_candidates, feature_seeds=args.feature_seeds, include_full=not args.no_full,
+        ssl_candidates=args.ssl_candidates, feature_seeds=args.feature_seeds,
+        feature_seed_offset=args.feature_seed_offset or 0, include_full=not args.no_full,
         workers=args.workers, stack=args.stack, device=device,
         progress=not args.quiet,
         command=canonical_command(args))
@@ -142,7 +148,7 @@ def canonical_command(args: argparse.Namespace) -> str:
     parts = ["coldseg", "benchmark", str(args.data_dir), "--strategies", ",".join(args.strategies or []),
              "--ratios", ",".join(f"{r:g}" for r in args.ratios), "--seeds", str(args.seeds), "--out", str(args.out)]
     for flag in ("image_size", "steps", "batch_size", "channels", "ssl_epochs", "ssl_batch_size", "ssl_min_steps",
-                 "ssl_candidates", "feature_seeds", "workers", "stack", "device"):
+                 "ssl_candidates", "feature_seeds", "feature_seed_offset", "workers", "stack", "device"):
         v = getattr(args, flag)
         if v is not None:
             parts += ["--" + flag.replace("_", "-"), str(v)]

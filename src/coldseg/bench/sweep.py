@@ -65,6 +65,7 @@ class BenchmarkConfig:
     ssl_min_steps: int | None = None    # MoCo minimum SGD steps (None: MocoConfig's default)
     ssl_candidates: str | None = None   # eq. 7 candidates: None/'auto' (MocoConfig's), 'none', or a comma list
     feature_seeds: int | None = None    # F: seed s selects from encoder s % F (None: every seed its own)
+    feature_seed_offset: int = 0        # N: those encoders' seeds are N + s % F (a new set of F encoders)
     include_full: bool = True
     workers: int | None = None          # worker processes (see segment.runner.resolve_parallelism)
     stack: int | None = None            # models trained together in one process (CUDA default 8)
@@ -148,6 +149,8 @@ def validate(cfg: BenchmarkConfig) -> None:
         raise ValueError(f"image_size={cfg.image_size} is too small; use at least 8 px")
     if cfg.feature_seeds is not None and cfg.feature_seeds < 1:
         raise ValueError(f"feature_seeds={cfg.feature_seeds} must be at least 1")
+    if int(cfg.feature_seed_offset) < 0:
+        raise ValueError(f"feature_seed_offset={cfg.feature_seed_offset} must be 0 or more")
 
 
 def settings_of(cfg: BenchmarkConfig, seg: Any, pairs: Any) -> dict[str, Any]:
@@ -165,8 +168,11 @@ def settings_of(cfg: BenchmarkConfig, seg: Any, pairs: Any) -> dict[str, Any]:
 
 
 def _feature_seeds_setting(cfg: BenchmarkConfig) -> dict[str, int]:
-    # recorded only when set, so folders written before the option existed still match
-    return {} if cfg.feature_seeds is None else {"feature_seeds": int(cfg.feature_seeds)}
+    # recorded only when set, so folders written before the options existed still match
+    out = {} if cfg.feature_seeds is None else {"feature_seeds": int(cfg.feature_seeds)}
+    if int(cfg.feature_seed_offset):
+        out["feature_seed_offset"] = int(cfg.feature_seed_offset)
+    return out
 
 
 def _ssl_candidates_setting(cfg: BenchmarkConfig) -> dict[str, str]:
@@ -176,8 +182,15 @@ def _ssl_candidates_setting(cfg: BenchmarkConfig) -> dict[str, str]:
 
 
 def feature_seed(cfg: BenchmarkConfig, seed: int) -> int:
-    """The encoder (features) seed ``seed`` selects from: ``seed % feature_seeds``, or ``seed`` itself."""
-    return int(seed) if cfg.feature_seeds is None else int(seed) % int(cfg.feature_seeds)
+    """The encoder (features) seed ``seed`` selects from: ``seed % feature_seeds``, or ``seed`` itself, plus
+    ``feature_seed_offset``."""
+    return encoder_of(seed, cfg.feature_seeds, cfg.feature_seed_offset)
+
+
+def encoder_of(seed: int, feature_seeds: int | None, offset: int = 0) -> int:
+    """Encoder seed of run seed ``seed``: offset + seed % feature_seeds (offset + seed when None); also what
+    a folder's settings.json says (``feature_seeds``, ``feature_seed_offset``) for readers of its features."""
+    return int(offset or 0) + (int(seed) if feature_seeds is None else int(seed) % int(feature_seeds))
 
 
 #: --features kinds that train MoCo, and the layer each embeds (the training is the same for all: a folder's
