@@ -226,6 +226,61 @@ def test_label_studio_url_prefix_quotes_the_id(tmp_path):
     assert sorted(res.ids) == ids
 
 
+@pytest.mark.parametrize("prefix,expected", [
+    ("https://host/data", "https://host/data/"),            # no trailing slash: one is put in
+    ("https://host/data/", "https://host/data/"),
+    ("/data/local-files/?d=", "/data/local-files/?d="),     # Label Studio's local-files prefix ends with '='
+    ("https://host/get?", "https://host/get?"),
+])
+def test_label_studio_url_prefix_is_joined_to_the_id_with_one_slash(tmp_path, prefix, expected):
+    root = tmp_path / "pool"
+    write_images(root, ["rgba.png", "sub/b c.png"])
+    out = tmp_path / "out"
+    res = coldseg.select(root, 2, out=out, strategy="random", features=np.eye(2), report=False, progress=False,
+                         url_prefix=prefix)
+    tasks = json.loads((out / "labelstudio.json").read_text("utf-8"))
+    assert [t["data"]["image"] for t in tasks] == [expected + urllib.parse.quote(i) for i in res.ids]
+
+
+def test_image_formats_that_are_not_read_are_named_in_one_warning(tmp_path, capsys):
+    root = tmp_path / "pool"
+    ids = write_images(root, ["a.png", "b.png"])
+    for name in ("scan1.dcm", "sub/scan2.DCM", "x.dicom", "photo.webp", "tile.jp2", "brain.nii.gz", "brain2.nii"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(b"not read")
+    (root / "notes.txt").write_text("other files stay silent")
+    with pytest.warns(UserWarning) as rec:
+        pool = load_pool(root, S, progress=False)
+    msgs = [str(w.message) for w in rec if "formats coldseg does not read" in str(w.message)]
+    assert len(msgs) == 1, [str(w.message) for w in rec]
+    assert msgs[0].startswith("left out 7 image file(s)")
+    assert all(part in msgs[0] for part in ("2 .dcm", "1 .dicom", "1 .webp", "1 .jp2", "1 .nii", "1 .nii.gz",
+                                            "convert them to PNG or TIFF"))
+    assert pool.ids == ids and pool.ignored == 8
+    # other non-image files alone: no warning, as before
+    (tmp_path / "plain").mkdir()
+    write_images(tmp_path / "plain", ["a.png"])
+    (tmp_path / "plain" / "notes.txt").write_text("x")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert load_pool(tmp_path / "plain", S, progress=False).ignored == 1
+
+
+def test_dataset_root_with_images_and_masks_folders_is_refused(tmp_path):
+    ds = tmp_path / "ds"
+    write_images(ds / "images", ["a.png", "b.png", "c.png"])
+    write_images(ds / "masks", ["a.png", "b.png", "c.png"], seed=1)
+    with pytest.raises(PoolError, match=r"holds an 'images' and a 'masks' folder.*pass '.*ds/images' as IMAGES_DIR"):
+        load_pool(ds, S, progress=False)
+    with pytest.raises(PoolError, match="'masks' folder"):
+        coldseg.select(ds, 2, out=tmp_path / "out", strategy="random", features=np.eye(6), progress=False)
+    assert not (tmp_path / "out").exists()
+    assert load_pool(ds / "images", S, progress=False).ids == ["a.png", "b.png", "c.png"]
+    # one of the two alone is an ordinary subfolder of the pool
+    (ds / "masks").rename(ds / "labels")
+    assert len(load_pool(ds, S, progress=False)) == 6
+
+
 def _make_raw(path: bytes, data: bytes) -> None:
     try:
         with open(path, "wb") as f:

@@ -488,3 +488,193 @@ def test_end_to_end_cli_on_a_tiny_synthetic_pool(pool_dir, tmp_path, cli):
     assert json.loads((tmp_path / "head" / "manifest.json").read_text())["features"]["layer"] == "head"
     (entry,) = [p.parent for p in (tmp_path / "cache").glob("*/features.npy")]
     assert (entry / "features-head.npy").exists() and (entry / "encoder.pt").exists()
+
+
+# --------------------------------------------------------------------------------------------------
+# bad options are named before any image is read
+# --------------------------------------------------------------------------------------------------
+def no_reading(monkeypatch):
+    def boom(*a, **k):
+        raise AssertionError("the images folder was read although the command should have failed first")
+
+    monkeypatch.setattr(coldseg.api, "_load_pool", boom)
+
+
+@pytest.mark.parametrize("device,needle", [
+    ("cuda", "--device cuda: CUDA is not available on this machine; use --device cpu or auto"),
+    ("cuda:1", "--device cuda:1: CUDA is not available"),
+    ("gpu", "--device gpu: use auto, cpu or cuda[:i]"),
+    ("tpu", "--device tpu: use auto, cpu or cuda[:i]"),
+    ("mps", "--device mps: coldseg runs on the CPU or on CUDA only"),
+])
+def test_unusable_device_fails_before_any_image_is_read(tmp_path, make_pool, cli, monkeypatch, device, needle):
+    pool = tmp_path / "pool"
+    ids = make_pool(pool, 6)
+    feats = write_features(tmp_path / "f", ids, kind_features(ids))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # a machine without CUDA, even on a GPU box
+    no_reading(monkeypatch)
+    out = tmp_path / "out"
+    for cmd in (["select", pool, "--budget", "3", "--out", out], ["select", pool, "--budget", "3", "--out", out,
+                "--features", feats], ["embed", pool, "--out", out]):
+        code, _, err = cli(*cmd, "--device", device, "--cache-dir", tmp_path / "cache", "--quiet")
+        assert_failed(code, err, needle)
+        assert "Traceback" not in err
+        assert not out.exists()
+
+
+def test_missing_cuda_device_index_is_named(tmp_path, make_pool, cli, monkeypatch):
+    pool = tmp_path / "pool"
+    make_pool(pool, 6)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    no_reading(monkeypatch)
+    code, _, err = cli("select", pool, "--budget", "3", "--out", tmp_path / "out", "--device", "cuda:1")
+    assert_failed(code, err, "--device cuda:1: this machine has 1 CUDA device(s), cuda:0 to cuda:0")
+
+
+@pytest.mark.parametrize("spec,needle", [
+    ("ca-typical[start=bogus]", "start='bogus'"),
+    ("ca-typical[allocation=weird]", "allocation='weird'"),
+    ("typiclust[k_nn=-3]", "k_nn=-3"),
+    ("probcover[delta=abc]", "delta='abc' must be a positive number"),
+    ("kcenter[start=nowhere]", "start='nowhere'"),
+])
+def test_bad_strategy_setting_fails_before_any_image_is_read(tmp_path, make_pool, cli, monkeypatch, spec, needle):
+    pool = tmp_path / "pool"
+    make_pool(pool, 6)
+    no_reading(monkeypatch)
+    out = tmp_path / "out"
+    code, _, err = cli("select", pool, "--budget", "3", "--out", out, "--strategy", spec, "--quiet")
+    assert_failed(code, err, f"--strategy '{spec}': ", needle)
+    assert not out.exists()
+    with pytest.raises(ValueError, match=re.escape(f"strategy '{spec}': ")):  # the Python API checks it too
+        coldseg.select(pool, 3, strategy=spec, progress=False)
+
+
+def test_strategy_check_is_fast_and_leaves_every_selection_unchanged(tmp_path, make_pool):
+    from conftest import pick
+    from coldseg.select.registry import available, check_strategy, get_selector
+
+    pool = tmp_path / "pool"
+    ids = make_pool(pool, 12)
+    X = kind_features(ids, d=5).astype(np.float32)  # what coldseg.select hands the selector
+    t = time.perf_counter()
+    for name in available():
+        check_strategy(name)
+    assert time.perf_counter() - t < 2.0  # milliseconds each; generous for a loaded 2-core machine
+    for name in available():
+        if get_selector(name).needs:
+            continue  # reads MoCo's confidence: refuses given features
+        direct = pick(get_selector(name), X, 4, random_state=7)
+        res = coldseg.select(pool, 4, strategy=name, seed=7, features=X, report=False, progress=False)
+        assert np.array_equal(res.selection.indices, direct.indices), name
+        assert np.array_equal(res.selection.distances, direct.distances), name
+
+
+@pytest.mark.parametrize("name", ["bayesian", "coreset-iter"])
+def test_iterative_strategies_are_named_as_benchmark_only(tmp_path, make_pool, cli, monkeypatch, name):
+    pool = tmp_path / "pool"
+    make_pool(pool, 6)
+    no_reading(monkeypatch)
+    code, _, err = cli("select", pool, "--budget", "3", "--out", tmp_path / "out", "--strategy", name)
+    assert_failed(code, err, f"strategy '{name}' is an iterative baseline", "`coldseg benchmark` only")
+    assert "unknown strategy" not in err
+
+
+@pytest.mark.parametrize("seed", ["-1", "99999999999999999999", str(2**32)])
+def test_seed_out_of_range_is_named(tmp_path, make_pool, cli, monkeypatch, seed):
+    pool = tmp_path / "pool"
+    make_pool(pool, 6)
+    no_reading(monkeypatch)
+    for cmd in (["select", pool, "--budget", "3"], ["embed", pool]):
+        code, _, err = cli(*cmd, "--out", tmp_path / "out", f"--seed={seed}")
+        assert_failed(code, err, f"--seed {seed} must be a whole number from 0 to 4294967295")
+    assert not (tmp_path / "out").exists()
+
+
+def test_empty_out_or_images_dir_is_refused(tmp_path, make_pool, cli, monkeypatch):
+    pool = tmp_path / "pool"
+    make_pool(pool, 6)
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)  # Path("") is the current folder: nothing may land here
+    no_reading(monkeypatch)
+    for args, needle in ((["select", pool, "--budget", "3", "--out", ""], "--out must not be empty"),
+                         (["select", "", "--budget", "3", "--out", "o"], "IMAGES_DIR must not be empty"),
+                         (["embed", pool, "--out", ""], "--out must not be empty"),
+                         (["embed", "", "--out", "o"], "IMAGES_DIR must not be empty"),
+                         (["select", pool, "--budget", "3", "--out", "o", "--cache-dir", ""],
+                          "--cache-dir must not be empty")):
+        code, _, err = cli(*args)
+        assert_failed(code, err, needle)
+    assert list(work.iterdir()) == []
+
+
+@pytest.mark.parametrize("kind", ["npy", "npz"])
+def test_features_without_ids_warn_that_the_sorted_order_is_assumed(tmp_path, make_pool, cli, monkeypatch, kind):
+    pool = tmp_path / "pool"
+    ids = make_pool(pool, 9)
+    X = kind_features(ids)
+    no_training(monkeypatch)
+    with_ids = write_features(tmp_path / "f", ids, X)
+    code, _, err = cli("select", pool, "--budget", "3", "--out", tmp_path / "a", "--features", with_ids,
+                       "--strategy", "kcenter", "--no-report", "--quiet")
+    assert code == 0, err
+    bare = tmp_path / "bare" / f"features.{kind}"
+    bare.parent.mkdir()
+    if kind == "npy":
+        np.save(bare, X.astype(np.float32))
+        needle = "no feature_ids.txt or features.ids.txt beside it"
+    else:
+        np.savez(bare, features=X.astype(np.float32))
+        needle = "no array named 'ids' in it"
+    with pytest.warns(UserWarning, match=re.escape(needle)) as rec:
+        code, _, err = cli("select", pool, "--budget", "3", "--out", tmp_path / "b", "--features", bare,
+                           "--strategy", "kcenter", "--no-report", "--quiet")
+    assert code == 0, err
+    (w,) = [w for w in rec if "has no ids" in str(w.message)]
+    assert "sorted id order" in str(w.message) and "coldseg embed writes feature_ids.txt" in str(w.message)
+    assert read_csv(tmp_path / "b" / "selection.csv") == read_csv(tmp_path / "a" / "selection.csv")
+    # a row count that cannot be the pool's is still refused
+    np.save(tmp_path / "bare" / "short.npy", X[:5])
+    code, _, err = cli("select", pool, "--budget", "3", "--out", tmp_path / "c", "--features",
+                       tmp_path / "bare" / "short.npy")
+    assert_failed(code, err, "has 5 rows but the pool has 9 images and no ids file was found")
+
+
+@pytest.mark.parametrize("content", [b"a,b,c\n1,2,3\n", b"", b"\x80\x04K\x01."])   # CSV, empty, a pickle
+def test_features_file_that_is_not_numpy_is_named(tmp_path, make_pool, cli, content):
+    pool = tmp_path / "pool"
+    make_pool(pool, 6)
+    f = tmp_path / "f.csv"
+    f.write_bytes(content)
+    code, _, err = cli("select", pool, "--budget", "3", "--out", tmp_path / "out", "--features", f)
+    assert_failed(code, err, f"'{f}' is not a NumPy .npy or .npz file")
+    assert "pickle" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_unusable_cache_dir_is_named(tmp_path, make_pool, cli, monkeypatch):
+    pool = tmp_path / "pool"
+    make_pool(pool, 6)
+    no_reading(monkeypatch)
+    a_file = tmp_path / "somefile"
+    a_file.write_text("x")
+    for cache, why in (("/proc/coldseg-test-nope", "cannot be created"), (a_file, "exists and is not a folder"),
+                       (a_file / "sub", "cannot be created")):
+        for cmd in (["select", pool, "--budget", "3"], ["embed", pool]):
+            code, _, err = cli(*cmd, "--out", tmp_path / "out", "--cache-dir", cache, "--quiet")
+            assert_failed(code, err, f"cache folder '{cache}' cannot be used: it {why}", "--cache-dir")
+            assert "Errno" not in err
+    assert not (tmp_path / "out").exists() and a_file.read_text() == "x"
+
+
+def test_dataset_root_is_refused_by_select_and_embed(tmp_path, make_pool, cli, monkeypatch):
+    ds = tmp_path / "ds"
+    make_pool(ds / "images", 6)
+    make_pool(ds / "masks", 6, seed=1)
+    no_training(monkeypatch)
+    for cmd in (["select", ds, "--budget", "3"], ["embed", ds]):
+        code, _, err = cli(*cmd, "--out", tmp_path / "out", "--image-size", "32", "--quiet")
+        assert_failed(code, err, "holds an 'images' and a 'masks' folder", f"pass '{ds / 'images'}' as IMAGES_DIR")
+        assert not (tmp_path / "out").exists()

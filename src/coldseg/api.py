@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import platform
 import sys
 import time
@@ -21,10 +22,10 @@ from coldseg.data.pool import Pool, load_pool
 from coldseg.data.stream import LoaderConfig
 from coldseg.features.distributed import DistInfo, on_main, session
 from coldseg.features.external import load_features
-from coldseg.features.train import MocoConfig, summarize_log
+from coldseg.features.train import MocoConfig, check_device, summarize_log
 from coldseg.io.outputs import OutputDir
 from coldseg.select.base import Selection
-from coldseg.select.registry import get_selector
+from coldseg.select.registry import check_strategy, get_selector
 
 #: ``coldseg select``'s strategy when none is named: kernel herding (greedy MMD; picks distributed
 #: like the pool). Chosen 2026-11-29 by a rule fixed before the runs: pooled over two sets of MoCo
@@ -108,6 +109,29 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def check_cache_dir(cache_dir: str | Path | None) -> Path:
+    """The features cache folder (``cache_dir``, else the default), created now, so that a path that
+    cannot be a writable folder fails before any image is read, naming it."""
+    from coldseg.features.embed import default_cache_dir
+
+    d = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    why = ""
+    if d.exists() and not d.is_dir():
+        why = "it exists and is not a folder"
+    else:
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            why = f"it cannot be created ({e.strerror or e})"
+        else:
+            if not os.access(d, os.W_OK | os.X_OK):
+                why = "it is not writable"
+    if why:
+        raise ValueError(f"cache folder {str(d)!r} cannot be used: {why}; pass a writable folder with "
+                         "--cache-dir (or $COLDSEG_CACHE_DIR)")
+    return d
+
+
 def _load_pool(images_dir: str | Path, image_size: int, *, cache_dir, progress: bool, dinfo: DistInfo,
                decoded_cache: bool = True) -> Pool:
     """The pool. With ``decoded_cache`` its pixels are decoded once into the cache and memory-mapped
@@ -175,8 +199,11 @@ def _pool_manifest(pool: Pool) -> dict[str, Any]:
 
 def labelstudio_tasks(ids: list[str], paths: list[Path], sel: Selection, url_prefix: str | None) -> list[dict]:
     """Label Studio tasks. Without a prefix the image is served by Label Studio's local-files storage
-    (``/data/local-files/?d=<absolute path without the leading slash>``, document root '/')."""
+    (``/data/local-files/?d=<absolute path without the leading slash>``, document root '/'). With one,
+    the URL is the prefix, a '/' unless the prefix already ends with '/', '=' or '?', and the quoted id."""
     tasks = []
+    if url_prefix and not url_prefix.endswith(("/", "=", "?")):
+        url_prefix += "/"
     for r, (i, p) in enumerate(zip(ids, paths)):
         if url_prefix:
             url = url_prefix + urllib.parse.quote(i)
@@ -209,6 +236,7 @@ def select(images_dir: str | Path, budget: int | str, *, out: str | Path | None 
     (coldseg.features.distributed); rank 0 selects, writes ``out`` and returns the result, the other
     ranks return None.
     """
+    check_device(device)
     with session(device) as (dinfo, dev):
         return _select(images_dir, budget, out=out, strategy=strategy, seed=seed, image_size=image_size,
                        epochs=epochs, batch_size=batch_size, min_steps=min_steps, features=features,
@@ -233,11 +261,14 @@ def _select(images_dir, budget, *, out, strategy, seed, image_size, epochs, batc
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
     selector = get_selector(strategy, **(strategy_params or {}))
+    check_strategy(strategy, "strategy", **(strategy_params or {}))  # a bad setting fails now, not after training
     if features is not None and selector.needs:
         raise ValueError(f"strategy {strategy!r} reads {', '.join(selector.needs)} from coldseg's own MoCo "
                          "training, which features from a file or array do not have: drop --features or "
                          "choose another strategy")
     check_out_outside(images_dir, out)
+    if features is None:
+        check_cache_dir(cache_dir)
     if moco is not None:
         image_size = moco.image_size
     progress = progress and dinfo.is_main
@@ -326,6 +357,8 @@ def embed(images_dir: str | Path, out: str | Path, *, seed: int = 0, image_size:
     if moco is not None:
         image_size = moco.image_size
     check_out_outside(images_dir, out)
+    check_device(device)
+    check_cache_dir(cache_dir)
     with session(device) as (dinfo, dev):
         progress = progress and dinfo.is_main
         outdir = OutputDir(out) if dinfo.is_main else None

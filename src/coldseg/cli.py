@@ -30,7 +30,7 @@ def _common_training(p: argparse.ArgumentParser) -> None:
                         "training")
     p.add_argument("--resume", action="store_true", help="continue an interrupted MoCo training from its checkpoint")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:i]")
-    p.add_argument("--cache-dir", type=Path, default=None,
+    p.add_argument("--cache-dir", default=None,
                    help="where features and checkpoints are cached (default $COLDSEG_CACHE_DIR, else "
                         "$XDG_CACHE_HOME/coldseg, else ~/.cache/coldseg)")
     p.add_argument("--candidates", default="auto",
@@ -51,23 +51,24 @@ def build_parser() -> argparse.ArgumentParser:
         "Train a self-supervised encoder on the images (or read --features), then pick BUDGET images to "
         "annotate. Writes selection.csv, selected.txt, labelstudio.json, manifest.json, features.npy, feature_ids.txt "
         "and report.html into --out."))
-    s.add_argument("images_dir", type=Path, metavar="IMAGES_DIR")
+    s.add_argument("images_dir", metavar="IMAGES_DIR")
     s.add_argument("--budget", required=True, help="number of images (e.g. 50) or percentage of the pool (e.g. 10%%)")
-    s.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
+    s.add_argument("--out", required=True, metavar="DIR", help="output folder")
     s.add_argument("--strategy", default=DEFAULT_STRATEGY, help=f"selection strategy (default {DEFAULT_STRATEGY}; "
                    "list them with `coldseg strategies`)")
-    s.add_argument("--features", type=Path, default=None, metavar="FILE",
+    s.add_argument("--features", default=None, metavar="FILE",
                    help="use these features (.npy with feature_ids.txt, or .npz with features and ids) "
                         "instead of training")
     s.add_argument("--no-report", action="store_true", help="skip report.html and its figures")
     s.add_argument("--url-prefix", default=None,
-                   help="Label Studio image URL prefix (default: local-files storage paths)")
+                   help="Label Studio image URL prefix; the image's URL is the prefix, '/' (unless the prefix "
+                        "ends with '/', '=' or '?') and its id (default: local-files storage paths)")
     _common_training(s)
 
     e = sub.add_parser("embed", help="compute features only", description=(
         "Train the self-supervised encoder and write features.npy, feature_ids.txt and manifest.json."))
-    e.add_argument("images_dir", type=Path, metavar="IMAGES_DIR")
-    e.add_argument("--out", required=True, type=Path, metavar="DIR")
+    e.add_argument("images_dir", metavar="IMAGES_DIR")
+    e.add_argument("--out", required=True, metavar="DIR")
     _common_training(e)
 
     sub.add_parser("strategies", help="list the selection strategies")
@@ -90,7 +91,27 @@ def _moco(args: argparse.Namespace):
                       candidates=args.candidates, feature_layer=args.feature_layer, **extra)
 
 
+def _path_arg(args: argparse.Namespace, key: str, name: str) -> None:
+    """args.<key> (text) -> Path; an empty text is refused (Path("") would be the current folder)."""
+    value = getattr(args, key, None)
+    if value is None:
+        return
+    if value == "":
+        raise ValueError(f"{name} must not be empty")
+    setattr(args, key, Path(value))
+
+
 def _check_training_args(args: argparse.Namespace) -> None:
+    """Everything the command line can check before any image is read."""
+    from coldseg.features.train import check_device
+
+    _path_arg(args, "images_dir", "IMAGES_DIR")
+    _path_arg(args, "out", "--out")
+    _path_arg(args, "cache_dir", "--cache-dir")
+    _path_arg(args, "features", "--features")
+    if not 0 <= args.seed < 2**32:
+        raise ValueError(f"--seed {args.seed} must be a whole number from 0 to {2**32 - 1}")
+    check_device(args.device, "--device")
     if args.image_size < 16:
         raise ValueError(f"--image-size {args.image_size} is too small; use at least 16")
     if args.epochs < 1:
@@ -103,8 +124,10 @@ def _check_training_args(args: argparse.Namespace) -> None:
 
 def cmd_select(args: argparse.Namespace) -> int:
     import coldseg
+    from coldseg.select.registry import check_strategy
 
     _check_training_args(args)
+    check_strategy(args.strategy, "--strategy")  # a bad setting fails now, not after the training
     res = coldseg.select(args.images_dir, args.budget, out=args.out, strategy=args.strategy, seed=args.seed,
                          image_size=args.image_size, features=args.features, resume=args.resume,
                          device=args.device, cache_dir=args.cache_dir, report=not args.no_report,

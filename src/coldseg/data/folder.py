@@ -16,6 +16,8 @@ from pathlib import Path
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 #: the pool also reads GIFs (first frame); image+mask pairs keep IMAGE_EXTENSIONS
 POOL_EXTENSIONS = IMAGE_EXTENSIONS + (".gif",)
+#: image formats the pool does not read: left out with a warning (other non-image files are left out silently)
+UNREAD_IMAGE_EXTENSIONS = (".dcm", ".dicom", ".webp", ".jp2", ".j2k", ".nii", ".nii.gz", ".heic", ".heif")
 
 
 class PoolError(ValueError):
@@ -32,6 +34,7 @@ class Listing:
     unfollowed: list[str] = field(default_factory=list)   # symbolic links to folders (not walked)
     bad: list[dict] = field(default_factory=list)         # {"id", "reason"}: bad names, unlistable folders
     outputs: list[str] = field(default_factory=list)      # ids of files an earlier coldseg run wrote
+    unread: dict[str, int] = field(default_factory=dict)  # image formats not read (UNREAD_IMAGE_EXTENSIONS): count
 
 
 def printable(rel: str) -> str:
@@ -81,6 +84,9 @@ def list_folder(root: str | os.PathLike) -> Listing:
     if name_problem(where):  # outputs hold absolute paths: fail now, not after training
         raise PoolError(f"the images folder's path {shown(where)} is not valid UTF-8 or holds a line "
                         "break or control character; rename the folder (the outputs list absolute paths)")
+    if (root / "images").is_dir() and (root / "masks").is_dir():  # a benchmark dataset: masks are no pool
+        raise PoolError(f"{str(root)!r} holds an 'images' and a 'masks' folder (a dataset for `coldseg "
+                        f"benchmark`); its masks would enter the pool: pass {str(root / 'images')!r} as IMAGES_DIR")
     out = Listing([])
 
     def unlistable(err: OSError) -> None:
@@ -102,6 +108,9 @@ def list_folder(root: str | os.PathLike) -> Listing:
                 continue
             if not f.lower().endswith(POOL_EXTENSIONS):
                 out.other += 1
+                ext = next((e for e in UNREAD_IMAGE_EXTENSIONS if f.lower().endswith(e)), None)
+                if ext:
+                    out.unread[ext] = out.unread.get(ext, 0) + 1
                 continue
             rel = Path(dirpath, f).relative_to(root).as_posix()
             problem = name_problem(rel)
@@ -147,6 +156,10 @@ def announce(listing: Listing, *, stacklevel: int = 2) -> list[dict]:
         warnings.warn(f"{len(listing.unfollowed)} symbolic link(s) to folders not followed (their images are "
                       f"not in the pool): {names_shown(listing.unfollowed)}; link the files, or copy the folder",
                       stacklevel=stacklevel)
+    if listing.unread:
+        counts = ", ".join(f"{n} {ext}" for ext, n in sorted(listing.unread.items()))
+        warnings.warn(f"left out {sum(listing.unread.values())} image file(s) in formats coldseg does not read "
+                      f"({counts}); convert them to PNG or TIFF to include them", stacklevel=stacklevel)
     if listing.outputs:
         print(f"coldseg: left out {len(listing.outputs)} file(s) written by an earlier coldseg run inside the "
               f"images folder: {names_shown(listing.outputs)}", file=sys.stderr)

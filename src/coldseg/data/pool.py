@@ -12,6 +12,12 @@ Folders as they come (docs/reliability.md lists each case and its test):
   and in ``Pool.unfollowed``. A link that loops or dangles is an unreadable file: skipped, with reason.
 * Hidden files and folders (names starting with '.': ``.DS_Store``, ``._x.png``, ``.thumbs/``) are left
   out; their number is in ``Pool.hidden`` and in one line on stderr.
+* Images in formats the pool does not read (DICOM ``.dcm``/``.dicom``, ``.webp``, JPEG 2000, NIfTI,
+  HEIC) are left out like any non-image file (counted in ``Pool.ignored``), but named in one warning
+  with their count per format, so that a folder of scans is not silently half read.
+* A folder holding both an ``images`` and a ``masks`` subfolder (a ``coldseg benchmark`` dataset) is
+  refused with :class:`PoolError`: its masks would become pool images; the error names the
+  ``images`` folder to pass instead.
 * A file name that is not valid UTF-8, or that holds a line break or other control character, is
   skipped with a reason saying to rename it: ids go into UTF-8 CSV/JSON/Label Studio files and into
   one-id-per-line text files, which could not hold them faithfully. Spaces, commas, quotes, '%', '#'

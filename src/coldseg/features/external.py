@@ -4,11 +4,14 @@ Accepted files:
 - ``.npz`` with arrays ``features`` (n, d) and ``ids`` (n,) strings;
 - ``.npy`` (n, d) with the ids one per line in ``feature_ids.txt`` beside it (what ``coldseg embed``
   writes) or in ``<name>.ids.txt``; without an ids file the rows must be in the pool's sorted id order
-  and as many as the pool's readable, distinct images.
+  and as many as the pool's readable, distinct images (a warning says that the order is assumed).
+
+Any other file (text, CSV, a pickle) is refused by its first bytes, before numpy tries to read it.
 """
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +50,13 @@ def load_features(path: str | Path, pool_ids: list[str]) -> np.ndarray:
         raise FeaturesError(f"features file {str(path)!r} does not exist")
     ids: list[str] | None = None
     try:
-        if path.suffix == ".npz":
+        with open(path, "rb") as f:
+            magic = f.read(6)
+        npz = magic[:4] == b"PK\x03\x04"  # a zip archive: .npz; a .npy starts with \x93NUMPY
+        if magic != b"\x93NUMPY" and not npz:
+            raise FeaturesError(f"{str(path)!r} is not a NumPy .npy or .npz file; save the features with "
+                                "numpy.save (and their ids in feature_ids.txt) or numpy.savez(features=, ids=)")
+        if npz:
             with np.load(path, allow_pickle=False) as z:
                 if "features" not in z:
                     raise FeaturesError(f"{path} holds no array named 'features' (found: {', '.join(z.files)})")
@@ -69,6 +78,10 @@ def load_features(path: str | Path, pool_ids: list[str]) -> np.ndarray:
         if X.shape[0] != len(pool_ids):
             raise FeaturesError(f"{path} has {X.shape[0]} rows but the pool has {len(pool_ids)} images and "
                                 "no ids file was found (write feature_ids.txt beside it, one id per line)")
+        where = ("no array named 'ids' in it" if npz else
+                 f"no {path.with_name('feature_ids.txt').name} or {path.with_suffix('.ids.txt').name} beside it")
+        warnings.warn(f"{path.name} has no ids ({where}): its rows are taken to be the pool's images in sorted "
+                      "id order; write the ids to be sure (coldseg embed writes feature_ids.txt)", stacklevel=3)
         return to_float32(X, str(path))
     if len(ids) != X.shape[0]:
         raise FeaturesError(f"{path} has {X.shape[0]} rows but its ids list has {len(ids)} entries")

@@ -83,6 +83,27 @@ class MocoConfig:
         return asdict(self)
 
 
+def check_device(device: str | torch.device | None, option: str = "device") -> None:
+    """Refuse a device coldseg cannot run on, with a one-line reason naming ``option`` (``--device`` on the
+    command line): an unknown string, a device type other than cpu and cuda (mps, xpu, ...: coldseg's
+    training and its manifest know CPU and CUDA only), CUDA on a machine without it, a missing GPU index."""
+    if device is None or (isinstance(device, str) and device.strip() == "auto"):
+        return
+    try:
+        dev = torch.device(device.strip() if isinstance(device, str) else device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"{option} {device}: use auto, cpu or cuda[:i]") from None
+    if dev.type == "cpu":
+        return
+    if dev.type != "cuda":
+        raise ValueError(f"{option} {device}: coldseg runs on the CPU or on CUDA only; use auto, cpu or cuda[:i]")
+    if not torch.cuda.is_available():
+        raise ValueError(f"{option} {device}: CUDA is not available on this machine; use {option} cpu or auto")
+    n = torch.cuda.device_count()
+    if dev.index is not None and dev.index >= n:
+        raise ValueError(f"{option} {device}: this machine has {n} CUDA device(s), cuda:0 to cuda:{n - 1}")
+
+
 def pick_device(device: str | torch.device | None = None) -> torch.device:
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -129,10 +129,10 @@ class ProbCover(Selector):
     def _check(self) -> None:
         if self.ties not in ("random", "index"):
             raise ValueError(f"ties={self.ties!r} must be 'random' or 'index'")
-        if not 0 < self.alpha <= 1:
-            raise ValueError(f"alpha={self.alpha!r} must lie in (0, 1]")
-        if self.delta is not None and not self.delta > 0:
-            raise ValueError(f"delta={self.delta!r} must be positive (or None to choose it by purity)")
+        if not _is_number(self.alpha) or not 0 < self.alpha <= 1:
+            raise ValueError(f"alpha={self.alpha!r} must be a number in (0, 1]")
+        if self.delta is not None and (not _is_number(self.delta) or not self.delta > 0):
+            raise ValueError(f"delta={self.delta!r} must be a positive number (or None to choose it by purity)")
         k = self.n_clusters
         if k is not None and (isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1):
             raise ValueError(f"n_clusters={self.n_clusters!r} must be a positive integer or None")
@@ -203,3 +203,7 @@ class ProbCover(Selector):
             ties=self.ties,
         )
         return Selection(picks, np.full(budget, -1), distances_to_mean(X, picks), info=info)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))

@@ -1,7 +1,10 @@
 """Name -> selector class. Strategies register themselves; callers resolve names here."""
 from __future__ import annotations
 
+import warnings
 from typing import Any, TypeVar
+
+import numpy as np
 
 from coldseg.select.base import Selector
 
@@ -89,6 +92,11 @@ def get_selector(name: str, **params: Any) -> Selector:
     try:
         cls = _REGISTRY[base]
     except KeyError:
+        from coldseg.iterative import iterative_names
+
+        if base in iterative_names():
+            raise ValueError(f"strategy {base!r} is an iterative baseline (it needs labels between rounds): "
+                             f"it runs in `coldseg benchmark` only; choose one of: {', '.join(available())}") from None
         raise ValueError(f"unknown strategy {base!r}; choose one of: {', '.join(available())}") from None
     merged = {**spec_params, **params}
     try:
@@ -99,6 +107,28 @@ def get_selector(name: str, **params: Any) -> Selector:
         accepted = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
         raise ValueError(f"strategy {base!r} rejects parameters {sorted(merged)}: {err}; it accepts: "
                          f"{', '.join(accepted) or 'none'}") from None
+
+
+def check_strategy(name: str, label: str = "strategy", **params: Any) -> None:
+    """Build the strategy ``name`` (a spec, as :func:`get_selector` takes) and run it once on a tiny
+    synthetic pool (12 x 4 features from a fixed generator, budget 2, stand-in side arrays for what it
+    ``needs``), so that a bad setting (``ca-typical[start=bogus]``, ``typiclust[k_nn=-3]``) fails now,
+    before any image is read or any training, instead of after. A ValueError or TypeError becomes
+    ``ValueError("<label> '<name>': <reason>")``.
+
+    Costs milliseconds. It runs on an instance of its own with its own seed and warnings silenced, so the
+    real selection (its instance, generators and results) is untouched.
+    """
+    selector = get_selector(name, **params)
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(12, 4))
+    side = {key: rng.uniform(0.1, 0.9, size=12) for key in selector.needs}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            selector.select(X, 2, random_state=0, side=side)
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"{label} {name!r}: {err}") from None
 
 
 def selector_class(name: str) -> type[Selector]:
