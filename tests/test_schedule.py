@@ -127,7 +127,8 @@ def test_benchmark_candidates_flag_reaches_moco_and_settings(tmp_path, monkeypat
 
 
 @pytest.mark.parametrize("flag", [["--ssl-batch-size", "1"], ["--ssl-min-steps", "-1"], ["--feature-seeds", "0"],
-                                  ["--ssl-candidates", "colour"], ["--feature-seed-offset", "-2"]])
+                                  ["--ssl-candidates", "colour"], ["--feature-seed-offset", "-2"],
+                                  ["--device", "gpu"]])
 def test_bad_benchmark_schedule_flags_are_named(tmp_path, flag):
     import argparse
 

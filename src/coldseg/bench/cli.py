@@ -130,6 +130,9 @@ def config_from_args(args: argparse.Namespace):
         except ValueError:
             raise ValueError(f"--channels {pick('channels')!r} must be a comma list of integers, e.g. 16,32,64") from None
     device = None if args.device in (None, "auto") else args.device
+    from coldseg.features.train import check_device
+
+    check_device(device, "--device")                   # before any image is read
     return BenchmarkConfig(
         data_dir=args.data_dir, out_dir=args.out, strategies=args.strategies, ratios=args.ratios,
         seeds=list(range(args.seeds)), image_size=pick("image_size") or 128, seg=SegConfig(**seg_kw),
