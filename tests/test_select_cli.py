@@ -678,3 +678,37 @@ def test_dataset_root_is_refused_by_select_and_embed(tmp_path, make_pool, cli, m
         code, _, err = cli(*cmd, "--out", tmp_path / "out", "--image-size", "32", "--quiet")
         assert_failed(code, err, "holds an 'images' and a 'masks' folder", f"pass '{ds / 'images'}' as IMAGES_DIR")
         assert not (tmp_path / "out").exists()
+
+
+def test_interrupt_message_suggests_resume_only_where_training_runs(tmp_path, cli, monkeypatch):
+    """Ctrl-C: exit 130 and one line; --resume is suggested only when a MoCo training could have run."""
+    import coldseg.cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(coldseg.cli.COMMANDS, "select", interrupted)
+    monkeypatch.setitem(coldseg.cli.COMMANDS, "embed", interrupted)
+    feats = tmp_path / "f.npy"
+    code, _, err = cli("select", tmp_path, "--budget", "2", "--out", tmp_path / "o", "--features", feats)
+    assert code == coldseg.cli.EXIT_INTERRUPTED == 130
+    assert "interrupted" in err and "--resume" not in err and "Rerun the same command" in err
+    for cmd in (["select", tmp_path, "--budget", "2", "--out", tmp_path / "o"], ["embed", tmp_path, "--out", tmp_path / "o"]):
+        code, _, err = cli(*cmd)
+        assert code == 130 and "Rerun with --resume" in err and err.count("\n") == 1
+
+
+def test_training_options_with_features_are_named_as_ignored(tmp_path, monkeypatch):
+    """--features replaces the training: --epochs, --feature-layer, ... given beside it are named, once."""
+    import warnings
+
+    import coldseg.cli as cli_mod
+
+    parse = cli_mod.build_parser().parse_args
+    base = ["select", str(tmp_path), "--budget", "2", "--out", str(tmp_path / "o"), "--features", "f.npy"]
+    with pytest.warns(UserWarning, match=r"--epochs, --feature-layer shape the MoCo training"):
+        cli_mod._warn_unused_training(parse(base + ["--epochs", "5", "--feature-layer", "head"]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cli_mod._warn_unused_training(parse(base + ["--seed", "3", "--image-size", "64"]))   # these still matter
+        cli_mod._warn_unused_training(parse(base[:-2] + ["--epochs", "5"]))                    # no --features

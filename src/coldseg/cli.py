@@ -122,11 +122,27 @@ def _check_training_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--min-steps {args.min_steps} must be 0 or more")
 
 
+#: options that only shape the MoCo training, and so do nothing with --features
+_TRAINING_ONLY = ("epochs", "batch_size", "min_steps", "feature_layer", "candidates", "resume", "cache_dir")
+
+
+def _warn_unused_training(args: argparse.Namespace) -> None:
+    """With --features nothing is trained: name the training options given that will have no effect."""
+    if args.features is None:
+        return
+    defaults = build_parser().parse_args(["select", "x", "--budget", "1", "--out", "y"])
+    given = [k for k in _TRAINING_ONLY if getattr(args, k) != getattr(defaults, k)]
+    if given:
+        flags = ", ".join("--" + k.replace("_", "-") for k in given)
+        warnings.warn(f"{flags} shape the MoCo training, which --features replaces: ignored", stacklevel=2)
+
+
 def cmd_select(args: argparse.Namespace) -> int:
     import coldseg
     from coldseg.select.registry import check_strategy
 
     _check_training_args(args)
+    _warn_unused_training(args)
     check_strategy(args.strategy, "--strategy")  # a bad setting fails now, not after the training
     res = coldseg.select(args.images_dir, args.budget, out=args.out, strategy=args.strategy, seed=args.seed,
                          image_size=args.image_size, features=args.features, resume=args.resume,
@@ -180,8 +196,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return handler(args)
     except KeyboardInterrupt:
-        print("coldseg: interrupted; nothing was written to the output folder. Rerun with --resume to "
-              "continue the training from its last epoch.", file=sys.stderr)
+        hint = ("Rerun the same command (--features: there is no training to resume)."
+                if getattr(args, "features", None) else
+                "Rerun with --resume to continue the training from its last epoch (a finished training is "
+                "read from the cache either way).")
+        print(f"coldseg: interrupted; nothing was written to the output folder. {hint}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except (ValueError, OSError, TypeError) as e:
         if os.environ.get("COLDSEG_DEBUG"):
