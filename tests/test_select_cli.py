@@ -712,3 +712,22 @@ def test_training_options_with_features_are_named_as_ignored(tmp_path, monkeypat
         warnings.simplefilter("error")
         cli_mod._warn_unused_training(parse(base + ["--seed", "3", "--image-size", "64"]))   # these still matter
         cli_mod._warn_unused_training(parse(base[:-2] + ["--epochs", "5"]))                    # no --features
+
+
+def test_library_entry_points_refuse_an_unusable_device_before_reading(tmp_path, make_pool, monkeypatch):
+    """The check sits where the device is resolved (session, pick_device), so the API and direct callers of
+    the training get it too, not only the command line."""
+    import coldseg
+    from coldseg.features.train import pick_device
+
+    pool = tmp_path / "pool"
+    make_pool(pool, 6)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    no_reading(monkeypatch)
+    for call in (lambda: coldseg.select(pool, 3, out=tmp_path / "o", device="gpu", progress=False),
+                 lambda: coldseg.embed(pool, tmp_path / "o", device="cuda", progress=False),
+                 lambda: pick_device("mps")):
+        with pytest.raises(ValueError, match=r"^device (gpu|cuda|mps): "):
+            call()
+    assert not (tmp_path / "o").exists()
+    assert pick_device("cpu").type == "cpu" and pick_device(None).type == "cpu"

@@ -22,7 +22,7 @@ from coldseg.data.pool import Pool, load_pool
 from coldseg.data.stream import LoaderConfig
 from coldseg.features.distributed import DistInfo, on_main, session
 from coldseg.features.external import load_features
-from coldseg.features.train import MocoConfig, check_device, summarize_log
+from coldseg.features.train import MocoConfig, summarize_log
 from coldseg.io.outputs import OutputDir
 from coldseg.select.base import Selection
 from coldseg.select.registry import check_strategy, get_selector
@@ -236,8 +236,7 @@ def select(images_dir: str | Path, budget: int | str, *, out: str | Path | None 
     (coldseg.features.distributed); rank 0 selects, writes ``out`` and returns the result, the other
     ranks return None.
     """
-    check_device(device)
-    with session(device) as (dinfo, dev):
+    with session(device) as (dinfo, dev):    # an unusable device fails here, before anything is read
         return _select(images_dir, budget, out=out, strategy=strategy, seed=seed, image_size=image_size,
                        epochs=epochs, batch_size=batch_size, min_steps=min_steps, features=features,
                        resume=resume, cache_dir=cache_dir, report=report, url_prefix=url_prefix,
@@ -357,7 +356,6 @@ def embed(images_dir: str | Path, out: str | Path, *, seed: int = 0, image_size:
     if moco is not None:
         image_size = moco.image_size
     check_out_outside(images_dir, out)
-    check_device(device)
     check_cache_dir(cache_dir)
     with session(device) as (dinfo, dev):
         progress = progress and dinfo.is_main

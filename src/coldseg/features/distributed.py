@@ -76,11 +76,34 @@ def _env_int(name: str, default: int) -> int:
         raise ValueError(f"environment variable {name}={value!r} is not an integer; torchrun sets it") from None
 
 
+def check_device(device: str | torch.device | None, option: str = "device") -> None:
+    """Refuse a device coldseg cannot run on, with a one-line reason naming ``option`` (``--device`` on the
+    command line): an unknown string, a device type other than cpu and cuda (mps, xpu, ...: coldseg's
+    training and its manifest know CPU and CUDA only), CUDA on a machine without it, a missing GPU index."""
+    if device is None or (isinstance(device, str) and device.strip() == "auto"):
+        return
+    try:
+        dev = torch.device(device.strip() if isinstance(device, str) else device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"{option} {device}: use auto, cpu or cuda[:i]") from None
+    if dev.type == "cpu":
+        return
+    if dev.type != "cuda":
+        raise ValueError(f"{option} {device}: coldseg runs on the CPU or on CUDA only; use auto, cpu or cuda[:i]")
+    if not torch.cuda.is_available():
+        raise ValueError(f"{option} {device}: CUDA is not available on this machine; use {option} cpu or auto")
+    n = torch.cuda.device_count()
+    if dev.index is not None and dev.index >= n:
+        raise ValueError(f"{option} {device}: this machine has {n} CUDA device(s), cuda:0 to cuda:{n - 1}")
+
+
 @contextlib.contextmanager
 def session(device: str | torch.device | None = None) -> Iterator[tuple[DistInfo, torch.device]]:
     """(DistInfo, device) for this process. Under torchrun (WORLD_SIZE > 1) joins the process group
     (NCCL with one GPU per local rank when CUDA is used, gloo otherwise) and leaves it on exit;
-    otherwise, or when the caller already initialised the group, changes nothing."""
+    otherwise, or when the caller already initialised the group, changes nothing. A device coldseg cannot
+    run on fails first (:func:`check_device`), before anything is read."""
+    check_device(device)
     world = _env_int("WORLD_SIZE", 1)
     want_cuda = torch.cuda.is_available() if device in (None, "auto") else torch.device(device).type == "cuda"
     if world <= 1:

@@ -37,8 +37,8 @@ from coldseg.data.stream import LoaderConfig, PixelSource
 from coldseg.features.augment import (
     CANDIDATES, AugmentConfig, base_view, candidate_names, normalize, weak_view,
 )
-from coldseg.features.distributed import (
-    SINGLE, DistInfo, all_gather_object, average_bn_statistics, barrier, broadcast_object, key_positions,
+from coldseg.features.distributed import (  # noqa: F401 (check_device: callers import it from here too)
+    SINGLE, DistInfo, all_gather_object, check_device, average_bn_statistics, barrier, broadcast_object, key_positions,
     mean_over_ranks, moco_step, sum_over_ranks, wrap_query_encoder,
 )
 from coldseg.features.encoder import resnet18
@@ -83,28 +83,8 @@ class MocoConfig:
         return asdict(self)
 
 
-def check_device(device: str | torch.device | None, option: str = "device") -> None:
-    """Refuse a device coldseg cannot run on, with a one-line reason naming ``option`` (``--device`` on the
-    command line): an unknown string, a device type other than cpu and cuda (mps, xpu, ...: coldseg's
-    training and its manifest know CPU and CUDA only), CUDA on a machine without it, a missing GPU index."""
-    if device is None or (isinstance(device, str) and device.strip() == "auto"):
-        return
-    try:
-        dev = torch.device(device.strip() if isinstance(device, str) else device)
-    except (RuntimeError, TypeError, ValueError):
-        raise ValueError(f"{option} {device}: use auto, cpu or cuda[:i]") from None
-    if dev.type == "cpu":
-        return
-    if dev.type != "cuda":
-        raise ValueError(f"{option} {device}: coldseg runs on the CPU or on CUDA only; use auto, cpu or cuda[:i]")
-    if not torch.cuda.is_available():
-        raise ValueError(f"{option} {device}: CUDA is not available on this machine; use {option} cpu or auto")
-    n = torch.cuda.device_count()
-    if dev.index is not None and dev.index >= n:
-        raise ValueError(f"{option} {device}: this machine has {n} CUDA device(s), cuda:0 to cuda:{n - 1}")
-
-
 def pick_device(device: str | torch.device | None = None) -> torch.device:
+    check_device(device)
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
