@@ -1,12 +1,14 @@
 """Start a benchmark folder from another one's feature-free rows (``random``, ``full``).
 
     python scripts/copy_rows.py SRC DST [--strategies random,full] [--set features=moco-backbone] [--add ssl_candidates=none]
+        [--drop ssl_batch_size]
 
 Runs of ``random`` and ``full`` read no features, so a folder that only changes the features (or the
 selector) can reuse them on the same seeds instead of training those U-Nets again. DST must not exist.
 The rows go into DST/results.csv and DST/runs.jsonl (the benchmark skips runs found in results.csv);
 DST/settings.json gets SRC's settings with the ``--set`` changes (``--add`` for a setting SRC lacks, such as
-one recorded only when not the default) and a first session entry naming the
+one recorded only when not the default; ``--drop`` for one DST's features do not record, such as the MoCo
+schedule beside ``--set features=pixels``) and a first session entry naming the
 copy, so ``coldseg benchmark ... --out DST`` with the changed settings resumes there and adds the rest.
 """
 from __future__ import annotations
@@ -28,7 +30,7 @@ def _value(text: str):
 
 
 def copy_rows(src: Path, dst: Path, strategies: set[str], changes: dict[str, object],
-              additions: dict[str, object] | None = None) -> int:
+              additions: dict[str, object] | None = None, drops: list[str] | None = None) -> int:
     record = read_settings(src)
     if record is None or not (src / RESULTS).exists() or not (src / RUNS).exists():
         raise SystemExit(f"{src} is not a benchmark folder ({SETTINGS}, {RESULTS} and {RUNS} are needed)")
@@ -43,6 +45,10 @@ def copy_rows(src: Path, dst: Path, strategies: set[str], changes: dict[str, obj
         if key in settings:
             raise SystemExit(f"--add {key}: {src} already has it ({settings[key]!r}); use --set to change it")
         settings[key] = value
+    for key in drops or []:
+        if key not in settings:
+            raise SystemExit(f"--drop {key}: not a top-level setting of {src} (it has {sorted(settings)})")
+        del settings[key]
     kept = [r for r in read_results(src) if r["strategy"] in strategies]
     runs = [r for r in read_jsonl(src / RUNS) if r.get("strategy") in strategies]
     if len(runs) != len(kept):
@@ -73,6 +79,9 @@ def main(argv: list[str] | None = None) -> None:
                     help="change a top-level setting in DST, e.g. features=moco-backbone (repeatable)")
     ap.add_argument("--add", action="append", default=[], metavar="KEY=VALUE",
                     help="add a top-level setting SRC lacks, e.g. ssl_candidates=none (repeatable)")
+    ap.add_argument("--drop", action="append", default=[], metavar="KEY",
+                    help="leave out a top-level setting DST's features do not record, e.g. ssl_min_steps "
+                         "beside --set features=pixels (repeatable)")
     a = ap.parse_args(argv)
 
     def pairs(flag: str, items: list[str]) -> dict[str, object]:
@@ -85,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
         return out
 
     n = copy_rows(a.src, a.dst, {s for s in a.strategies.split(",") if s}, pairs("--set", a.set),
-                  pairs("--add", a.add))
+                  pairs("--add", a.add), a.drop)
     print(f"{a.dst}: {n} rows copied from {a.src}")
 
 

@@ -303,6 +303,13 @@ def test_copy_rows_starts_a_folder_that_resumes_without_retraining_random(tmp_pa
     # --add: a setting recorded only when not the default (e.g. ssl_candidates) enters DST's settings
     _run_script("scripts/copy_rows.py", [src, tmp_path / "d4", "--add", "ssl_candidates=none"], monkeypatch)
     assert R.read_settings(tmp_path / "d4")["settings"]["ssl_candidates"] == "none"
+    # --drop: a setting DST's features do not record (the MoCo schedule beside --set features=pixels)
+    assert "ssl_epochs" in R.read_settings(src)["settings"]
+    _run_script("scripts/copy_rows.py", [src, tmp_path / "d5", "--drop", "ssl_epochs"], monkeypatch)
+    assert "ssl_epochs" not in R.read_settings(tmp_path / "d5")["settings"]
+    with pytest.raises(SystemExit, match="--drop nope: not a top-level setting"):
+        _run_script("scripts/copy_rows.py", [src, tmp_path / "d6", "--drop", "nope"], monkeypatch)
+    assert not (tmp_path / "d6").exists()
 
 
 def test_pick_overlap_script_matches_runs_by_ratio_and_seed(tmp_path, capsys):
