@@ -64,6 +64,8 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
         key, eq, value = item.partition("=")
         if not eq or not key.strip().isidentifier():
             raise ValueError(f"strategy {spec!r}: {item!r} is not key=value")
+        if key.strip() in params:   # the last would silently win, and the results would name both
+            raise ValueError(f"strategy {spec!r}: {key.strip()!r} is given twice; give each setting once")
         params[key.strip()] = _parse_value(value)
     return name.strip(), params
 
