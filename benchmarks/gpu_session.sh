@@ -23,7 +23,9 @@ MIN_STEPS=${MIN_STEPS:-3000}   # MoCo's default schedule: batch 32, at least 300
 DEVICE=${DEVICE:-auto}; SEEDS=${SEEDS:-3}; RATIOS=${RATIOS:-5,10,20,30}
 FEATURE_SEEDS=${FEATURE_SEEDS:-}   # e.g. 3 with SEEDS=12: 12 seeds on 3 MoCo encoders (one cell's Dice moves ~1.4 points with the U-Net seed)
 STRATS=${STRATS:-random,herding,ca,ca-typical,kcenter,kmedian,ra,typiclust,probcover,bayesian,coreset-iter}
-BENCH=${BENCH_DIR:-/tmp/bench_$(basename $DATA)}
+FEATURES=${FEATURES:-}   # the sweep's --features (default: the benchmark's, moco-backbone); e.g. FEATURES=pixels
+                         # STRATS='random,herding[normalize=false]' for the twenty-third session's lead (no MoCo)
+BENCH=${BENCH_DIR:-/tmp/bench_$(basename $DATA)${FEATURES:+_$FEATURES}}
 STAGES=${STAGES:-throughput,repro,select,sweep}
 STACKS=${STACKS:-8 16}; STACK=${STACK:-8}
 log() { echo "== $(date +%T) $*"; }
@@ -65,13 +67,14 @@ if [[ ,$STAGES, == *,sweep,* ]] && (( SWEEP_S < 90 )); then
 elif [[ ,$STAGES, == *,sweep,* ]]; then
   log "benchmark sweep on $DATA ($STRATS; ratios $RATIOS; $SEEDS seeds; limit ${SWEEP_S}s of ${TOTAL_S}s)"
   start=$(date +%s.%N)
-  timeout --signal=INT --kill-after=25 $SWEEP_S python3 -m coldseg.cli benchmark "$DATA" --strategies $STRATS \
+  timeout --signal=INT --kill-after=25 $SWEEP_S python3 -m coldseg.cli benchmark "$DATA" --strategies "$STRATS" \
     --ratios $RATIOS --seeds $SEEDS --out "$BENCH" --image-size $SIZE --steps $STEPS --ssl-epochs $SSL \
-    --ssl-min-steps $MIN_STEPS ${FEATURE_SEEDS:+--feature-seeds $FEATURE_SEEDS} \
+    --ssl-min-steps $MIN_STEPS ${FEATURE_SEEDS:+--feature-seeds $FEATURE_SEEDS} ${FEATURES:+--features $FEATURES} \
     --device $DEVICE --stack $STACK --quiet
   echo "sweep rc=$? wall_s=$(python3 -c "print(round($(date +%s.%N)-$start,1))")" | tee -a "$OUT/timings.txt"
   python3 -m coldseg.cli report "$BENCH" >/dev/null 2>&1
   python3 scripts/target_check.py "$BENCH" | tee "$OUT/target_check.md"   # issue 4's checks for the default
+  [[ -n $FEATURES ]] && python3 scripts/ablation_table.py "$BENCH" | tee -a "$OUT/target_check.md"   # every strategy
   tar czf "$OUT/bench.tgz" --exclude='*.pt' -C "$(dirname "$BENCH")" "$(basename "$BENCH")"
   tail -n 40 "$BENCH/report.md" 2>/dev/null
 fi
