@@ -124,8 +124,10 @@ def test_spec_parsing():
     assert parse_spec("ca-typical[per_cluster=none;beta=0.5;start=medoid;x=true]") == (
         "ca-typical", {"per_cluster": None, "beta": 0.5, "start": "medoid", "x": True})
     assert split_specs("random, ca-typical[beta=1;k_nn=5],ca,") == ["random", "ca-typical[beta=1;k_nn=5]", "ca"]
-    for bad in ("ca]", "ca[beta=1", "ca[beta]", "ca[1x=2]", "herding[alpha=0.5; alpha=1]"):
+    for bad in ("ca]", "ca[beta=1", "ca[beta]", "ca[1x=2]"):
         with pytest.raises(ValueError, match="strategy"):
             parse_spec(bad)
+    with pytest.raises(ValueError, match="'alpha' is given twice"):   # the last value used to win silently
+        parse_spec("herding[alpha=0.5; alpha=1]")
     with pytest.raises(ValueError, match="accepts: .*k_nn"):
         get_selector("typiclust[foo=1]")

@@ -103,7 +103,7 @@ def _path_arg(args: argparse.Namespace, key: str, name: str) -> None:
 
 def _check_training_args(args: argparse.Namespace) -> None:
     """Everything the command line can check before any image is read."""
-    from coldseg.features.train import check_device
+    from coldseg.features.distributed import check_device
 
     _path_arg(args, "images_dir", "IMAGES_DIR")
     _path_arg(args, "out", "--out")

@@ -130,7 +130,7 @@ def config_from_args(args: argparse.Namespace):
         except ValueError:
             raise ValueError(f"--channels {pick('channels')!r} must be a comma list of integers, e.g. 16,32,64") from None
     device = None if args.device in (None, "auto") else args.device
-    from coldseg.features.train import check_device
+    from coldseg.features.distributed import check_device
 
     check_device(device, "--device")                   # before any image is read
     return BenchmarkConfig(

@@ -37,7 +37,7 @@ from coldseg.data.stream import LoaderConfig, PixelSource
 from coldseg.features.augment import (
     CANDIDATES, AugmentConfig, base_view, candidate_names, normalize, weak_view,
 )
-from coldseg.features.distributed import (  # noqa: F401 (check_device: callers import it from here too)
+from coldseg.features.distributed import (
     SINGLE, DistInfo, all_gather_object, check_device, average_bn_statistics, barrier, broadcast_object, key_positions,
     mean_over_ranks, moco_step, sum_over_ranks, wrap_query_encoder,
 )
