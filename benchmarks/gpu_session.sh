@@ -75,7 +75,7 @@ elif [[ ,$STAGES, == *,sweep,* ]]; then
   echo "sweep rc=$? wall_s=$(python3 -c "print(round($(date +%s.%N)-$start,1))")" | tee -a "$OUT/timings.txt"
   python3 -m coldseg.cli report "$BENCH" >/dev/null 2>&1
   python3 scripts/target_check.py "$BENCH" | tee "$OUT/target_check.md"   # issue 4's checks for the default
-  [[ -n $FEATURES ]] && python3 scripts/ablation_table.py "$BENCH" | tee -a "$OUT/target_check.md"   # every strategy
+  python3 scripts/ablation_table.py "$BENCH" | tee -a "$OUT/target_check.md"   # every strategy against random
   tar czf "$OUT/bench.tgz" --exclude='*.pt' -C "$(dirname "$BENCH")" "$(basename "$BENCH")"
   tail -n 40 "$BENCH/report.md" 2>/dev/null
 fi
