@@ -9,7 +9,7 @@ DEMO_OUT ?= demo-out
 .PHONY: demo test install clean
 
 $(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "coldseg needs Python 3.11; $(PYTHON) is " + sys.version.split()[0] + ": run make PYTHON=/path/to/python3.11")'
+	@test -x $(BIN)/python || $(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "coldseg needs Python 3.11; $(PYTHON) is " + sys.version.split()[0] + ": run make PYTHON=/path/to/python3.11")'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
 	touch $(STAMP)
